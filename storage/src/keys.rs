@@ -1,0 +1,171 @@
+//! Key and plaintext types.
+//!
+//! Every type here wipes its bytes when dropped, prints `[REDACTED]` in `Debug`, has no
+//! `Display` or `Serialize`, and compares in constant time. Bytes are read through
+//! `expose_secret`, so each place that touches key material says so.
+
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// The length of every symmetric key in arca, in bytes (256 bits).
+pub const KEY_LEN: usize = 32;
+
+/// The operating system's random generator could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random number generator failed")]
+pub struct RandomError;
+
+/// Fills `buf` from the operating system's CSPRNG, the only source of randomness arca uses.
+///
+/// # Errors
+/// [`RandomError`] when the OS generator fails.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
+    getrandom::fill(buf).map_err(|_| RandomError)
+}
+
+/// A key given bytes of the wrong length.
+#[derive(Debug, thiserror::Error)]
+#[error("a key must be exactly {KEY_LEN} bytes")]
+pub struct KeyLengthError;
+
+macro_rules! secret_key {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Zeroize, ZeroizeOnDrop)]
+        pub struct $name([u8; KEY_LEN]);
+
+        impl $name {
+            /// A new random key from the OS CSPRNG.
+            ///
+            /// # Errors
+            /// [`RandomError`] when the OS generator fails.
+            pub fn generate() -> Result<Self, RandomError> {
+                let mut key = Self([0; KEY_LEN]);
+                fill_random(&mut key.0)?;
+                Ok(key)
+            }
+
+            /// Copies a key from `bytes`; the caller stays responsible for wiping its copy.
+            ///
+            /// # Errors
+            /// [`KeyLengthError`] unless `bytes` is exactly [`KEY_LEN`] long.
+            pub fn from_slice(bytes: &[u8]) -> Result<Self, KeyLengthError> {
+                let bytes: &[u8; KEY_LEN] = bytes.try_into().map_err(|_| KeyLengthError)?;
+                Ok(Self(*bytes))
+            }
+
+            /// The key's bytes.
+            #[must_use]
+            pub fn expose_secret(&self) -> &[u8; KEY_LEN] {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([REDACTED])"))
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.ct_eq(&other.0).into()
+            }
+        }
+
+        impl Eq for $name {}
+    };
+}
+
+secret_key! {
+    /// The 256-bit root key: it opens the keyring and derives every purpose-bound subkey.
+    /// The seal layer hands it to [`Barrier::unseal`](crate::Barrier::unseal).
+    RootKey
+}
+
+secret_key! {
+    /// The key of one keyring term; record keys are derived from it.
+    TermKey
+}
+
+/// A decrypted record value. Wiped on drop; `Debug` shows only its length.
+#[derive(Clone, Default)]
+pub struct Plaintext(Zeroizing<Vec<u8>>);
+
+impl Plaintext {
+    /// Wraps bytes that are already secret.
+    #[must_use]
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The bytes.
+    #[must_use]
+    pub fn expose_secret(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Gives up the wrapper, keeping the wipe-on-drop buffer.
+    #[must_use]
+    pub fn into_zeroizing(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
+}
+
+impl From<Zeroizing<Vec<u8>>> for Plaintext {
+    fn from(bytes: Zeroizing<Vec<u8>>) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Plaintext([REDACTED {} bytes])", self.0.len())
+    }
+}
+
+impl PartialEq for Plaintext {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_slice().ct_eq(other.0.as_slice()).into()
+    }
+}
+
+impl Eq for Plaintext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_key_bytes() {
+        let key = RootKey::from_slice(&[0xAB; KEY_LEN]).unwrap();
+        let shown = format!("{key:?}");
+        assert_eq!(shown, "RootKey([REDACTED])");
+        let text = Plaintext::new(b"hunter2".to_vec());
+        assert_eq!(format!("{text:?}"), "Plaintext([REDACTED 7 bytes])");
+    }
+
+    #[test]
+    fn keys_compare_by_value_and_refuse_wrong_lengths() {
+        let a = RootKey::generate().unwrap();
+        let b = RootKey::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a, RootKey::from_slice(a.expose_secret()).unwrap());
+        assert!(RootKey::from_slice(&[0; 31]).is_err());
+        assert!(RootKey::from_slice(&[0; 33]).is_err());
+    }
+}
