@@ -1,8 +1,13 @@
 //! arca: an embedded, self-contained secrets store.
 //!
-//! This crate is the library behind the `arca` binary. Today it carries the storage engine,
-//! re-exported from [`arca_storage`] as [`storage`]; the seal, the key provider, the Vault- and
-//! AWS-compatible APIs and the secret lifecycle are built on it in the modules to come.
+//! This crate is the library behind the `arca` binary. Today it carries:
+//!
+//! - [`storage`]: the encrypted storage engine, re-exported from [`arca_storage`];
+//! - [`seal`]: init, Shamir / passphrase / key-file unseal, rekey and root-key rotation;
+//! - [`auth`]: the token store.
+//!
+//! The key provider, the Vault- and AWS-compatible APIs and the secret lifecycle are built on
+//! them in the modules to come.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -13,6 +18,16 @@
 //! ```
 
 pub use arca_storage as storage;
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+mod handle;
+pub mod seal;
+pub mod server;
+
+pub use handle::{Arca, OpenError, REDB_FILE, open_backend};
 
 /// The version of this build, as `arca --version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -18,11 +18,9 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Mutex;
 
 use crate::backend::{Backend, BackendError, Batch, BatchOp, ListPage, MAX_VALUE_LEN};
-use crate::envelope::{
-    Envelope, KEYRING_KEY_INFO, OVERHEAD, RecordCipher, SealError,
-};
+use crate::envelope::{Envelope, KEYRING_KEY_INFO, OVERHEAD, RecordCipher, SealError};
 use crate::keyring::Keyring;
-use crate::keys::{Plaintext, RandomError, RootKey};
+use crate::keys::{Plaintext, RandomError, RootKey, SubKey};
 
 /// Paths under this prefix belong to the barrier itself and are refused to callers.
 pub const RESERVED_PREFIX: &str = "_barrier/";
@@ -306,11 +304,11 @@ impl Barrier {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(state) = state {
-            if let Err(err) = self.persist_keyring(&state, &state.keyring).await {
-                tracing::warn!(error = %err, "could not persist the keyring's encryption count");
-            }
-            // The keys are wiped when the last `Arc` (ours, or an in-flight operation's) drops.
+        // The keys are wiped when the last `Arc` (ours, or an in-flight operation's) drops.
+        if let Some(state) = state
+            && let Err(err) = self.persist_keyring(&state, &state.keyring).await
+        {
+            tracing::warn!(error = %err, "could not persist the keyring's encryption count");
         }
     }
 
@@ -332,7 +330,8 @@ impl Barrier {
             .keyring_cipher
             .open(&envelope, KEYRING_PATH)
             .map_err(|_| BarrierError::KeyringConflict)?;
-        let stored = Keyring::decode(stored.expose_secret()).map_err(|_| BarrierError::KeyringConflict)?;
+        let stored =
+            Keyring::decode(stored.expose_secret()).map_err(|_| BarrierError::KeyringConflict)?;
         if stored.active_term() != state.keyring.active_term() {
             return Err(BarrierError::KeyringConflict);
         }
@@ -406,6 +405,33 @@ impl Barrier {
         }
         self.install(Some(Arc::new(next)));
         Ok(())
+    }
+
+    /// Whether `candidate` is the root key this barrier was unsealed with (compared in
+    /// constant time). Lets the seal layer tell which of its stored root keys is in force
+    /// without the barrier ever handing its key out.
+    ///
+    /// # Errors
+    /// [`BarrierError::Sealed`].
+    pub fn holds_root_key(&self, candidate: &RootKey) -> Result<bool, BarrierError> {
+        let state = self.unsealed()?;
+        Ok(state.root == *candidate)
+    }
+
+    /// Derives a purpose-bound 256-bit subkey, `HKDF-SHA256(derivation seed, info)`, for the
+    /// layers above (audit HMAC, token hashing, signing seeds). The seed lives in the keyring
+    /// and survives both term rotation and root-key rotation, so a subkey is stable for the
+    /// life of the store. Distinct `info` strings give independent keys; use
+    /// `"arca/<purpose>/v<n>"`.
+    ///
+    /// # Errors
+    /// [`BarrierError::Sealed`].
+    pub fn derive_subkey(&self, info: &[u8]) -> Result<SubKey, BarrierError> {
+        let state = self.unsealed()?;
+        Ok(SubKey::derive_from(
+            state.keyring.derivation_seed().expose_secret(),
+            info,
+        ))
     }
 
     /// The active term, when it was installed, and how many encryptions it has done.
@@ -662,11 +688,17 @@ mod tests {
         barrier.put("a", b"1").await.unwrap();
         barrier.seal().await;
         assert!(matches!(barrier.get("a").await, Err(BarrierError::Sealed)));
-        assert!(matches!(barrier.put("a", b"2").await, Err(BarrierError::Sealed)));
+        assert!(matches!(
+            barrier.put("a", b"2").await,
+            Err(BarrierError::Sealed)
+        ));
         assert!(matches!(barrier.list("").await, Err(BarrierError::Sealed)));
         assert!(matches!(barrier.rotate().await, Err(BarrierError::Sealed)));
         barrier.unseal(&root).await.unwrap();
-        assert_eq!(barrier.get("a").await.unwrap().unwrap().expose_secret(), b"1");
+        assert_eq!(
+            barrier.get("a").await.unwrap().unwrap().expose_secret(),
+            b"1"
+        );
     }
 
     #[tokio::test]
@@ -708,7 +740,10 @@ mod tests {
         barrier.put("a", b"old").await.unwrap();
         assert_eq!(barrier.rotate().await.unwrap(), 2);
         barrier.put("b", b"new").await.unwrap();
-        assert_eq!(barrier.get("a").await.unwrap().unwrap().expose_secret(), b"old");
+        assert_eq!(
+            barrier.get("a").await.unwrap().unwrap().expose_secret(),
+            b"old"
+        );
         let raw_b = backend.get("b").await.unwrap().unwrap();
         assert_eq!(Envelope::decode(&raw_b).unwrap().term(), 2);
         let report = barrier.rewrap().await.unwrap();
@@ -719,7 +754,10 @@ mod tests {
         barrier.seal().await;
         barrier.unseal(&root).await.unwrap();
         assert_eq!(barrier.key_status().unwrap().term, 2);
-        assert_eq!(barrier.get("a").await.unwrap().unwrap().expose_secret(), b"old");
+        assert_eq!(
+            barrier.get("a").await.unwrap().unwrap().expose_secret(),
+            b"old"
+        );
     }
 
     #[tokio::test]
@@ -731,7 +769,27 @@ mod tests {
         barrier.seal().await;
         assert!(barrier.unseal(&old_root).await.is_err());
         barrier.unseal(&new_root).await.unwrap();
-        assert_eq!(barrier.get("a").await.unwrap().unwrap().expose_secret(), b"v");
+        assert_eq!(
+            barrier.get("a").await.unwrap().unwrap().expose_secret(),
+            b"v"
+        );
+    }
+
+    #[tokio::test]
+    async fn subkeys_survive_term_and_root_key_rotation() {
+        let (_, barrier, _) = unsealed().await;
+        let before = barrier.derive_subkey(b"arca/test/v1").unwrap();
+        assert_ne!(before, barrier.derive_subkey(b"arca/other/v1").unwrap());
+        barrier.rotate().await.unwrap();
+        let new_root = RootKey::generate().unwrap();
+        barrier.rotate_root_key(&new_root).await.unwrap();
+        barrier.seal().await;
+        assert!(matches!(
+            barrier.derive_subkey(b"arca/test/v1"),
+            Err(BarrierError::Sealed)
+        ));
+        barrier.unseal(&new_root).await.unwrap();
+        assert_eq!(before, barrier.derive_subkey(b"arca/test/v1").unwrap());
     }
 
     #[tokio::test]
@@ -749,11 +807,36 @@ mod tests {
     #[tokio::test]
     async fn compare_and_swap_on_plaintext() {
         let (_, barrier, _) = unsealed().await;
-        assert!(barrier.compare_and_swap("c", None, Some(b"1")).await.unwrap());
-        assert!(!barrier.compare_and_swap("c", None, Some(b"2")).await.unwrap());
-        assert!(!barrier.compare_and_swap("c", Some(b"0"), Some(b"2")).await.unwrap());
-        assert!(barrier.compare_and_swap("c", Some(b"1"), Some(b"2")).await.unwrap());
-        assert!(barrier.compare_and_swap("c", Some(b"2"), None).await.unwrap());
+        assert!(
+            barrier
+                .compare_and_swap("c", None, Some(b"1"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !barrier
+                .compare_and_swap("c", None, Some(b"2"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !barrier
+                .compare_and_swap("c", Some(b"0"), Some(b"2"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            barrier
+                .compare_and_swap("c", Some(b"1"), Some(b"2"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            barrier
+                .compare_and_swap("c", Some(b"2"), None)
+                .await
+                .unwrap()
+        );
         assert!(barrier.get("c").await.unwrap().is_none());
     }
 }

@@ -92,7 +92,12 @@ impl<'a> Envelope<'a> {
     /// The keyring term the record claims to be sealed under.
     #[must_use]
     pub fn term(&self) -> u32 {
-        u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]])
+        u32::from_be_bytes([
+            self.header[1],
+            self.header[2],
+            self.header[3],
+            self.header[4],
+        ])
     }
 
     /// The length of the plaintext inside.

@@ -18,7 +18,7 @@ use crate::keys::{KEY_LEN, RandomError, TermKey};
 pub(crate) const KEYRING_VERSION: u8 = 1;
 
 const ENTRY_LEN: usize = 4 + 8 + KEY_LEN;
-const FIXED_LEN: usize = 1 + 4 + 8 + 4;
+const FIXED_LEN: usize = 1 + 4 + 8 + KEY_LEN + 4;
 
 /// One term: its key, the cipher derived from it, and when it was installed.
 pub(crate) struct Term {
@@ -49,6 +49,10 @@ pub(crate) struct Keyring {
     /// Encryptions under the active term: the count persisted at the last keyring write plus
     /// those since.
     encryptions: AtomicU64,
+    /// The secret purpose-bound subkeys are derived from. Created with the keyring and never
+    /// rotated with the root key, so subkeys (audit HMAC, signing seeds) outlive root-key
+    /// rotation.
+    derivation_seed: TermKey,
 }
 
 /// The keyring bytes could not be decoded: treated as an integrity failure by the barrier.
@@ -71,6 +75,7 @@ impl Keyring {
             terms,
             active: 1,
             encryptions: AtomicU64::new(0),
+            derivation_seed: TermKey::generate()?,
         })
     }
 
@@ -86,6 +91,7 @@ impl Keyring {
             terms,
             active: next,
             encryptions: AtomicU64::new(0),
+            derivation_seed: self.derivation_seed.clone(),
         })
     }
 
@@ -100,6 +106,10 @@ impl Keyring {
 
     pub(crate) fn term(&self, n: u32) -> Option<&Term> {
         self.terms.get(&n)
+    }
+
+    pub(crate) fn derivation_seed(&self) -> &TermKey {
+        &self.derivation_seed
     }
 
     pub(crate) fn record_encryption(&self) {
@@ -117,12 +127,11 @@ impl Keyring {
     /// Encodes the keyring (see FORMAT.md, "Keyring"). The buffer holds keys: it is wiped on
     /// drop.
     pub(crate) fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(
-            FIXED_LEN + ENTRY_LEN * self.terms.len(),
-        ));
+        let mut out = Zeroizing::new(Vec::with_capacity(FIXED_LEN + ENTRY_LEN * self.terms.len()));
         out.push(KEYRING_VERSION);
         out.extend_from_slice(&self.active.to_be_bytes());
         out.extend_from_slice(&self.encryptions().to_be_bytes());
+        out.extend_from_slice(self.derivation_seed.expose_secret());
         // At most u32::MAX terms exist, since terms are u32 and unique.
         let count = u32::try_from(self.terms.len()).unwrap_or(u32::MAX);
         out.extend_from_slice(&count.to_be_bytes());
@@ -146,10 +155,14 @@ impl Keyring {
             Ok(head)
         }
         fn u32_be(b: &[u8]) -> Result<u32, MalformedKeyring> {
-            Ok(u32::from_be_bytes(b.try_into().map_err(|_| MalformedKeyring)?))
+            Ok(u32::from_be_bytes(
+                b.try_into().map_err(|_| MalformedKeyring)?,
+            ))
         }
         fn u64_be(b: &[u8]) -> Result<u64, MalformedKeyring> {
-            Ok(u64::from_be_bytes(b.try_into().map_err(|_| MalformedKeyring)?))
+            Ok(u64::from_be_bytes(
+                b.try_into().map_err(|_| MalformedKeyring)?,
+            ))
         }
 
         let mut rest = bytes;
@@ -158,6 +171,8 @@ impl Keyring {
         }
         let active = u32_be(take(&mut rest, 4)?)?;
         let encryptions = u64_be(take(&mut rest, 8)?)?;
+        let derivation_seed =
+            TermKey::from_slice(take(&mut rest, KEY_LEN)?).map_err(|_| MalformedKeyring)?;
         let count = u32_be(take(&mut rest, 4)?)? as usize;
         if count == 0 || rest.len() != count.checked_mul(ENTRY_LEN).ok_or(MalformedKeyring)? {
             return Err(MalformedKeyring);
@@ -167,7 +182,8 @@ impl Keyring {
         for _ in 0..count {
             let n = u32_be(take(&mut rest, 4)?)?;
             let installed_at = u64_be(take(&mut rest, 8)?)?;
-            let key = TermKey::from_slice(take(&mut rest, KEY_LEN)?).map_err(|_| MalformedKeyring)?;
+            let key =
+                TermKey::from_slice(take(&mut rest, KEY_LEN)?).map_err(|_| MalformedKeyring)?;
             if n <= previous {
                 return Err(MalformedKeyring);
             }
@@ -181,6 +197,7 @@ impl Keyring {
             terms,
             active,
             encryptions: AtomicU64::new(encryptions),
+            derivation_seed,
         })
     }
 }
@@ -199,6 +216,7 @@ mod tests {
         assert_eq!(back.encryptions(), 1);
         assert_eq!(back.term(1).unwrap().key, ring.term(1).unwrap().key);
         assert_eq!(back.term(2).unwrap().key, ring.term(2).unwrap().key);
+        assert_eq!(back.derivation_seed(), ring.derivation_seed());
     }
 
     #[test]

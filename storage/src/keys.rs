@@ -90,6 +90,32 @@ secret_key! {
     TermKey
 }
 
+secret_key! {
+    /// A purpose-bound key derived from the root key with HKDF-SHA256
+    /// ([`Barrier::derive_subkey`](crate::Barrier::derive_subkey)).
+    SubKey
+}
+
+impl SubKey {
+    /// `HKDF-SHA256(salt = none, ikm = root, info)`.
+    #[must_use]
+    pub fn derive(root: &RootKey, info: &[u8]) -> Self {
+        Self::derive_from(root.expose_secret(), info)
+    }
+
+    /// `HKDF-SHA256(salt = none, ikm, info)`.
+    #[must_use]
+    pub fn derive_from(ikm: &[u8; KEY_LEN], info: &[u8]) -> Self {
+        let mut key = Self([0; KEY_LEN]);
+        // 32 bytes is within HKDF-SHA256's output limit of 255 * 32 bytes.
+        #[allow(clippy::expect_used)]
+        hkdf::Hkdf::<sha2::Sha256>::new(None, ikm)
+            .expand(info, &mut key.0)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        key
+    }
+}
+
 /// A decrypted record value. Wiped on drop; `Debug` shows only its length.
 #[derive(Clone, Default)]
 pub struct Plaintext(Zeroizing<Vec<u8>>);

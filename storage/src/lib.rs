@@ -48,4 +48,4 @@ pub use backend::redb::{CommitMode, RedbBackend};
 pub use backend::sled::SledBackend;
 pub use backend::{Backend, BackendError, Batch, BatchOp, ListPage};
 pub use barrier::{Barrier, BarrierError, BarrierOp, KeyStatus, RewrapReport};
-pub use keys::{KEY_LEN, Plaintext, RootKey};
+pub use keys::{KEY_LEN, Plaintext, RootKey, SubKey};

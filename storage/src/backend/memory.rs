@@ -30,7 +30,10 @@ impl MemoryBackend {
     /// The number of records, for tests.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether the store is empty.
@@ -77,7 +80,11 @@ impl Backend for MemoryBackend {
             ListStart::After(k) => Bound::Excluded(k),
         };
         let range = map.range::<str, _>((lower, Bound::Unbounded));
-        Ok(page_from_sorted(range.map(|(k, _)| k.as_str()), prefix, limit))
+        Ok(page_from_sorted(
+            range.map(|(k, _)| k.as_str()),
+            prefix,
+            limit,
+        ))
     }
 
     async fn compare_and_swap(

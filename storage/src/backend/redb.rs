@@ -177,7 +177,9 @@ fn writer_loop(db: &redb::Database, rx: &mpsc::Receiver<WriteRequest>, mode: Com
                 let message = err.to_string();
                 tracing::error!(error = %message, requests = group.len(), "redb commit failed");
                 for req in group {
-                    let _ = req.reply.send(Err(BackendError::Storage(message.clone().into())));
+                    let _ = req
+                        .reply
+                        .send(Err(BackendError::Storage(message.clone().into())));
                 }
             }
         }
@@ -317,7 +319,9 @@ impl Backend for RedbBackend {
         if batch.is_empty() {
             return Ok(());
         }
-        self.submit(WriteOp::Batch(batch.into_ops())).await.map(drop)
+        self.submit(WriteOp::Batch(batch.into_ops()))
+            .await
+            .map(drop)
     }
 
     async fn flush(&self) -> Result<(), BackendError> {

@@ -7,16 +7,18 @@
 //! it, behind the same trait, and never as the default; use [`RedbBackend`](super::redb) for
 //! anything you want to keep.
 //!
-//! Every write is followed by `flush_async`; concurrent writers share sled's flushes, which
-//! gives group commit without a writer thread.
+//! Every write is followed by a flush; concurrent writers share sled's flushes, which gives
+//! group commit without a writer thread. The flush is sled's blocking `flush`, run on tokio's
+//! blocking pool, not `flush_async`: the latter blocks one of sled's own I/O threads until the
+//! log buffer is written, and that write is queued on the same small pool, so seven or more
+//! concurrent `flush_async` calls occupy every thread and wait forever (sled 0.34.7).
 
 use std::path::Path;
 
 use async_trait::async_trait;
 
 use super::{
-    Backend, BackendError, Batch, BatchOp, ListPage, page_from_sorted, validate_key,
-    validate_value,
+    Backend, BackendError, Batch, BatchOp, ListPage, page_from_sorted, validate_key, validate_value,
 };
 
 /// A [`Backend`] over a sled database folder.
@@ -36,9 +38,10 @@ impl SledBackend {
     }
 
     async fn flushed(&self) -> Result<(), BackendError> {
-        self.db
-            .flush_async()
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
             .await
+            .map_err(BackendError::storage)?
             .map(drop)
             .map_err(BackendError::storage)
     }

@@ -1,0 +1,155 @@
+//! The `arca` command line: argument types and dispatch. One file per command group under
+//! `cli/`; `main.rs` only calls [`run`].
+//!
+//! Like Vault's CLI, flags may be written with one dash (`-key-shares 5`, `-format=json`) or
+//! two; [`normalize_args`] rewrites the single-dash long form before clap parses.
+
+mod operator;
+mod server;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// arca: an embedded, self-contained secrets store.
+#[derive(Debug, Parser)]
+#[command(name = "arca", version = crate::VERSION, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the arca server.
+    Server(server::ServerArgs),
+    /// Operator commands: init, unseal, seal, rekey, rotate.
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
+    /// Prints the seal status. Exit code 0: unsealed, 2: sealed, 1: error.
+    Status(ClientArgs),
+}
+
+/// Where the server is and how to talk to it; shared by every client command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The server address.
+    #[arg(long, env = "ARCA_ADDR", default_value = "http://127.0.0.1:8200")]
+    address: String,
+    /// The token (needed by authenticated commands).
+    #[arg(long, env = "ARCA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Table,
+    /// The server's JSON.
+    Json,
+}
+
+impl ClientArgs {
+    fn client(&self) -> anyhow::Result<crate::client::Client> {
+        Ok(crate::client::Client::new(
+            &self.address,
+            self.token.clone(),
+        )?)
+    }
+}
+
+/// Turns Vault-style single-dash long flags (`-key-shares`, `-format=json`) into the double-dash
+/// form clap parses. Short flags (`-h`, `-V`), negative numbers, and everything after `--`
+/// are left alone.
+#[must_use]
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for arg in args {
+        if passthrough || arg == "--" {
+            passthrough = true;
+            out.push(arg);
+            continue;
+        }
+        let bytes = arg.as_bytes();
+        let single_dash_long = bytes.len() > 2
+            && bytes[0] == b'-'
+            && bytes[1] != b'-'
+            && bytes[1].is_ascii_alphabetic()
+            && bytes[2].is_ascii_alphabetic();
+        if single_dash_long {
+            out.push(format!("-{arg}"));
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+/// Parses the process arguments and runs the command; returns the process exit code.
+pub fn run() -> i32 {
+    let args = normalize_args(std::env::args());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return err.exit_code();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Operator { command } => operator::run(command).await,
+            Command::Status(args) => operator::status(&args).await,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn single_dash_long_flags_become_double_dash() {
+        assert_eq!(
+            norm(&[
+                "arca",
+                "operator",
+                "init",
+                "-key-shares",
+                "5",
+                "-format=json"
+            ]),
+            [
+                "arca",
+                "operator",
+                "init",
+                "--key-shares",
+                "5",
+                "--format=json"
+            ]
+        );
+        assert_eq!(norm(&["arca", "-h"]), ["arca", "-h"]);
+        assert_eq!(norm(&["arca", "--help"]), ["arca", "--help"]);
+        assert_eq!(norm(&["x", "-5"]), ["x", "-5"]);
+        assert_eq!(norm(&["x", "--", "-key"]), ["x", "--", "-key"]);
+    }
+}

@@ -1,0 +1,312 @@
+//! Server configuration: `arca.toml`, overridden by command-line flags.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8200"      # plain HTTP only on loopback unless insecure_listen = true
+//! log_level = "info"
+//! request_timeout_secs = 90
+//! max_request_bytes = 33554432   # 32 MiB, Vault's default
+//!
+//! [storage]
+//! backend = "redb"               # "redb" (default), "memory", "sled" (feature `sled`)
+//! path = "/var/lib/arca"         # a folder; redb keeps arca.redb in it
+//!
+//! [seal]
+//! kind = "shamir"                # "shamir" (default), "passphrase", "keyfile"
+//! key_file = "/etc/arca/unseal.key"            # keyfile only
+//! previous_key_file = "/etc/arca/unseal.old"   # keyfile only, while rotating
+//!
+//! [tls]
+//! cert = "/etc/arca/tls.crt"     # PEM chain
+//! key = "/etc/arca/tls.key"      # PEM private key
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::seal::SealConfig;
+
+/// Errors reading or checking a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid configuration {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Which store holds the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// One redb file, durable on return (the default).
+    #[default]
+    Redb,
+    /// In memory: everything is lost at exit.
+    Memory,
+    /// sled (feature `sled`): not durable on power loss.
+    Sled,
+}
+
+/// The `[storage]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Which backend.
+    #[serde(default)]
+    pub backend: StorageKind,
+    /// The data folder (redb, sled).
+    pub path: Option<PathBuf>,
+}
+
+/// The seal kinds a configuration can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SealKindName {
+    /// Shamir shares (the default).
+    #[default]
+    Shamir,
+    /// A passphrase given at unseal.
+    Passphrase,
+    /// A local key file (auto-unseal).
+    Keyfile,
+}
+
+/// The `[seal]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealSection {
+    /// The seal kind.
+    #[serde(default)]
+    pub kind: SealKindName,
+    /// The key file (keyfile seal).
+    pub key_file: Option<PathBuf>,
+    /// The previous key file while rotating (keyfile seal).
+    pub previous_key_file: Option<PathBuf>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The listener address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Allow plain HTTP on a non-loopback address.
+    #[serde(default)]
+    pub insecure_listen: bool,
+    /// `tracing` filter, e.g. `info` or `arca=debug`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Requests taking longer are answered 503 and dropped.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+    /// Larger request bodies are refused with 413.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Storage.
+    #[serde(default)]
+    pub storage: StorageSection,
+    /// Seal.
+    #[serde(default)]
+    pub seal: SealSection,
+    /// TLS; plain HTTP when absent.
+    pub tls: Option<TlsSection>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8200))
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+fn default_timeout() -> u64 {
+    90
+}
+
+fn default_max_request_bytes() -> usize {
+    32 * 1024 * 1024
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            insecure_listen: false,
+            log_level: default_log_level(),
+            request_timeout_secs: default_timeout(),
+            max_request_bytes: default_max_request_bytes(),
+            storage: StorageSection::default(),
+            seal: SealSection::default(),
+            tls: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads and checks `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file cannot be read, parsed, or checked.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses configuration text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks cross-field rules: a folder for persistent stores, key files for the keyfile
+    /// seal, plain HTTP only on loopback unless allowed, sane limits.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the rule.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.storage.backend != StorageKind::Memory && self.storage.path.is_none() {
+            return Err(ConfigError::Invalid(
+                "storage.path is required for the redb and sled backends".into(),
+            ));
+        }
+        if self.seal.kind == SealKindName::Keyfile && self.seal.key_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "seal.key_file is required for the keyfile seal".into(),
+            ));
+        }
+        if self.seal.kind != SealKindName::Keyfile
+            && (self.seal.key_file.is_some() || self.seal.previous_key_file.is_some())
+        {
+            return Err(ConfigError::Invalid(
+                "seal.key_file applies only to kind = \"keyfile\"".into(),
+            ));
+        }
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.insecure_listen {
+            return Err(ConfigError::Invalid(format!(
+                "refusing plain HTTP on the non-loopback address {}: configure [tls] or pass \
+                 --insecure-listen",
+                self.listen
+            )));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "request_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_request_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.storage.backend == StorageKind::Sled && !cfg!(feature = "sled") {
+            return Err(ConfigError::Invalid(
+                "this build has no sled backend (build with --features sled)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The seal configuration the seal layer takes.
+    #[must_use]
+    pub fn seal_config(&self) -> SealConfig {
+        match self.seal.kind {
+            SealKindName::Shamir => SealConfig::Shamir,
+            SealKindName::Passphrase => SealConfig::Passphrase,
+            SealKindName::Keyfile => SealConfig::KeyFile {
+                path: self.seal.key_file.clone().unwrap_or_default(),
+                previous: self.seal.previous_key_file.clone(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_full_file_parse() {
+        let config = ServerConfig::parse("[storage]\npath = \"/tmp/x\"\n").unwrap();
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.storage.backend, StorageKind::Redb);
+        assert_eq!(config.seal_config(), SealConfig::Shamir);
+
+        let config = ServerConfig::parse(
+            r#"
+            listen = "127.0.0.1:18200"
+            log_level = "debug"
+            [storage]
+            backend = "redb"
+            path = "/tmp/d"
+            [seal]
+            kind = "keyfile"
+            key_file = "/tmp/k"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 18200);
+        assert!(matches!(config.seal_config(), SealConfig::KeyFile { .. }));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        for text in [
+            "[storage]\nbackend = \"redb\"\n",                        // no path
+            "[storage]\npath = \"/x\"\n[seal]\nkind = \"keyfile\"\n", // no key file
+            "listen = \"0.0.0.0:8200\"\n[storage]\npath = \"/x\"\n",  // plain HTTP off loopback
+            "[storage]\npath = \"/x\"\nunknown = 1\n",                // unknown field
+            "listen = \"not an address\"\n",
+        ] {
+            assert!(ServerConfig::parse(text).is_err(), "accepted: {text}");
+        }
+        let allowed =
+            "listen = \"0.0.0.0:8200\"\ninsecure_listen = true\n[storage]\npath = \"/x\"\n";
+        assert!(ServerConfig::parse(allowed).is_ok());
+    }
+}

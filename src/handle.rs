@@ -1,0 +1,141 @@
+//! [`Arca`]: the library handle the server uses and embedders hold.
+//!
+//! It owns the storage backend, the barrier over it and the seal that unlocks the barrier, so
+//! an embedder gets exactly what the server has: `Arca::open`, then the seal ceremony, then the
+//! domain operations.
+
+use std::sync::Arc;
+
+use arca_storage::{Backend, Barrier, MemoryBackend, RedbBackend};
+
+use crate::config::{StorageKind, StorageSection};
+use crate::seal::{Seal, SealConfig, SealError};
+
+/// Errors opening an [`Arca`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The backend could not be opened (locked by another process, not a store, damaged).
+    #[error("cannot open the {kind} store: {source}")]
+    Backend {
+        /// The backend kind.
+        kind: &'static str,
+        /// The error.
+        source: arca_storage::BackendError,
+    },
+    /// The storage configuration is incomplete.
+    #[error("{0}")]
+    Config(String),
+    /// The seal record could not be read.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// The name of the redb file inside a data folder.
+pub const REDB_FILE: &str = "arca.redb";
+
+/// Opens the backend a storage section names.
+///
+/// # Errors
+/// [`OpenError`] when the folder or the store cannot be opened.
+pub fn open_backend(storage: &StorageSection) -> Result<Arc<dyn Backend>, OpenError> {
+    let folder = || {
+        let path = storage
+            .path
+            .clone()
+            .ok_or_else(|| OpenError::Config("storage.path is required".into()))?;
+        // The folder holds only ciphertext, but its names and sizes are nobody else's business.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&path)
+            .map_err(|source| OpenError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+        Ok::<_, OpenError>(path)
+    };
+    match storage.backend {
+        StorageKind::Memory => Ok(Arc::new(MemoryBackend::new())),
+        StorageKind::Redb => {
+            let path = folder()?.join(REDB_FILE);
+            let backend = RedbBackend::open(&path).map_err(|source| OpenError::Backend {
+                kind: "redb",
+                source,
+            })?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(feature = "sled")]
+        StorageKind::Sled => {
+            let path = folder()?.join("sled");
+            let backend =
+                arca_storage::SledBackend::open(&path).map_err(|source| OpenError::Backend {
+                    kind: "sled",
+                    source,
+                })?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(not(feature = "sled"))]
+        StorageKind::Sled => Err(OpenError::Config(
+            "this build has no sled backend (build with --features sled)".into(),
+        )),
+    }
+}
+
+/// An open arca: storage, barrier and seal.
+#[derive(Debug)]
+pub struct Arca {
+    seal: Seal,
+    storage_kind: StorageKind,
+}
+
+impl Arca {
+    /// Opens arca over `backend`, sealed, with the given seal configuration.
+    ///
+    /// # Errors
+    /// [`OpenError::Seal`] when the stored seal record cannot be read or does not match the
+    /// configured kind.
+    pub async fn open(
+        backend: Arc<dyn Backend>,
+        storage_kind: StorageKind,
+        seal: SealConfig,
+    ) -> Result<Self, OpenError> {
+        let barrier = Arc::new(Barrier::new(backend));
+        let seal = Seal::open(barrier, seal).await?;
+        Ok(Self { seal, storage_kind })
+    }
+
+    /// The seal: init, unseal, seal, rekey.
+    #[must_use]
+    pub fn seal(&self) -> &Seal {
+        &self.seal
+    }
+
+    /// The barrier over the store.
+    #[must_use]
+    pub fn barrier(&self) -> &Arc<Barrier> {
+        self.seal.barrier()
+    }
+
+    /// The token store.
+    #[must_use]
+    pub fn tokens(&self) -> &crate::auth::TokenStore {
+        self.seal.tokens()
+    }
+
+    /// The storage backend's name, as `sys/seal-status` reports it.
+    #[must_use]
+    pub fn storage_type(&self) -> &'static str {
+        match self.storage_kind {
+            StorageKind::Redb => "redb",
+            StorageKind::Memory => "inmem",
+            StorageKind::Sled => "sled",
+        }
+    }
+}
