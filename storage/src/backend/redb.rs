@@ -5,8 +5,10 @@
 //! arca at a few hundred writes per second. Instead every write goes to one writer thread, which
 //! takes all requests waiting at that moment, applies them in arrival order in a single
 //! transaction, commits once, and only then acknowledges each of them. N concurrent writers
-//! share one fsync; a lone writer pays exactly one, with no added delay (the writer never waits
-//! for a group to fill).
+//! share one fsync; a lone writer pays exactly one, with no added delay. When the previous
+//! group held several writers, the writer waits up to [`STRAGGLER_WAIT`] (200 µs) for as many
+//! requests before committing, since those writers were woken by the last commit and are about
+//! to send again; without it, groups alternate between one request and all the others.
 //!
 //! Reads run in the calling task on a redb read transaction: they never wait for the writer,
 //! and they see every write that has been acknowledged (MVCC snapshot of the last commit).
@@ -14,11 +16,23 @@
 //! If anything in a group fails (an I/O error while applying, or the commit itself), the whole
 //! transaction is aborted and every request in the group gets the error: nothing of it is on
 //! disk, which is exactly what an `Err` promises.
+//!
+//! redb 4.6 panics, instead of returning an error, on some damaged files: one flipped byte in
+//! its allocator state or in a B-tree page can trip an assertion or an out-of-bounds index
+//! while the file is opened, read or closed (`tests/tamper.rs` walks such flips across a whole
+//! file). A damaged file must be an error for the caller, never a crash of the process, so
+//! every call into redb runs inside [`contain`], which turns a panic into
+//! [`BackendError::Storage`]. After a panic inside a write transaction the writer stops and
+//! later writes fail with [`BackendError::Closed`]. This relies on panics unwinding, which the
+//! workspace's profiles keep (`panic = "unwind"`).
 
+use std::any::Any;
 use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -39,6 +53,11 @@ const MAX_GROUP_REQUESTS: usize = 512;
 /// The most value bytes one group commit takes.
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
 
+/// The longest the writer waits for the writers of the previous group to send their next
+/// request. Far below an fsync (hundreds of microseconds to milliseconds), so waiting costs
+/// less than the extra commit it saves.
+const STRAGGLER_WAIT: Duration = Duration::from_micros(200);
+
 /// How writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CommitMode {
@@ -52,7 +71,8 @@ pub enum CommitMode {
 
 /// A [`Backend`] over one redb file.
 pub struct RedbBackend {
-    db: Arc<redb::Database>,
+    /// `None` only once dropped, so that `Drop` can close the database inside [`contain`].
+    db: Option<Arc<redb::Database>>,
     writer: Option<mpsc::Sender<WriteRequest>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -111,11 +131,14 @@ impl RedbBackend {
     /// # Errors
     /// As [`RedbBackend::open`].
     pub fn open_with(path: impl AsRef<Path>, mode: CommitMode) -> Result<Self, BackendError> {
-        let db = redb::Database::create(path.as_ref()).map_err(BackendError::storage)?;
-        // Create the table up front so readers never meet a missing table.
-        let txn = db.begin_write().map_err(BackendError::storage)?;
-        txn.open_table(RECORDS).map_err(BackendError::storage)?;
-        txn.commit().map_err(BackendError::storage)?;
+        let db = contain(|| {
+            let db = redb::Database::create(path.as_ref()).map_err(BackendError::storage)?;
+            // Create the table up front so readers never meet a missing table.
+            let txn = db.begin_write().map_err(BackendError::storage)?;
+            txn.open_table(RECORDS).map_err(BackendError::storage)?;
+            txn.commit().map_err(BackendError::storage)?;
+            Ok(db)
+        })?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer_db = Arc::clone(&db);
@@ -124,10 +147,14 @@ impl RedbBackend {
             .spawn(move || writer_loop(&writer_db, &rx, mode))
             .map_err(BackendError::storage)?;
         Ok(Self {
-            db,
+            db: Some(db),
             writer: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    fn db(&self) -> Result<&redb::Database, BackendError> {
+        self.db.as_deref().ok_or(BackendError::Closed)
     }
 
     async fn submit(&self, op: WriteOp) -> Result<bool, BackendError> {
@@ -149,15 +176,43 @@ impl Drop for RedbBackend {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // Closing writes the allocator state, which can panic on a damaged file.
+        if let Some(db) = self.db.take() {
+            let _ = contain(move || {
+                drop(db);
+                Ok(())
+            });
+        }
     }
 }
 
+/// Runs `f`, turning a panic inside redb into [`BackendError::Storage`] (see the module
+/// documentation for why).
+fn contain<T>(f: impl FnOnce() -> Result<T, BackendError>) -> Result<T, BackendError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(panicked(&*payload)))
+}
+
+fn panicked(payload: &(dyn Any + Send)) -> BackendError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(%message, "redb panicked; the database file is probably damaged");
+    BackendError::Storage(format!("redb panicked: {message}").into())
+}
+
 fn writer_loop(db: &redb::Database, rx: &mpsc::Receiver<WriteRequest>, mode: CommitMode) {
+    // How many requests the previous group held: the concurrency the writer currently sees.
+    let mut last_group = 1usize;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         if mode == CommitMode::Group {
             let mut bytes = group[0].op.bytes();
-            while group.len() < MAX_GROUP_REQUESTS && bytes < MAX_GROUP_BYTES {
+            let full = |group: &Vec<WriteRequest>, bytes: usize| {
+                group.len() >= MAX_GROUP_REQUESTS || bytes >= MAX_GROUP_BYTES
+            };
+            while !full(&group, bytes) {
                 match rx.try_recv() {
                     Ok(req) => {
                         bytes += req.op.bytes();
@@ -166,14 +221,43 @@ fn writer_loop(db: &redb::Database, rx: &mpsc::Receiver<WriteRequest>, mode: Com
                     Err(_) => break,
                 }
             }
+            // Writers acknowledged by the previous commit are still waking up and sending
+            // their next request. Wait briefly for as many as took part last time, so the
+            // group does not commit with the first one or two alone and leave the rest for
+            // another fsync. A lone writer (last group of one) never waits.
+            if group.len() < last_group {
+                let deadline = Instant::now() + STRAGGLER_WAIT;
+                while group.len() < last_group && !full(&group, bytes) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(req) => {
+                            bytes += req.op.bytes();
+                            group.push(req);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            last_group = group.len();
         }
-        match apply_group(db, &group) {
-            Ok(results) => {
+        match catch_unwind(AssertUnwindSafe(|| apply_group(db, &group))) {
+            Ok(Ok(results)) => {
                 for (req, result) in group.into_iter().zip(results) {
                     let _ = req.reply.send(Ok(result));
                 }
             }
-            Err(err) => {
+            Err(payload) => {
+                // redb's state after a panic inside a write transaction is unknown: answer
+                // this group with the error and stop, so later writes fail as `Closed`.
+                let message = panicked(&*payload).to_string();
+                for req in group {
+                    let _ = req
+                        .reply
+                        .send(Err(BackendError::Storage(message.clone().into())));
+                }
+                return;
+            }
+            Ok(Err(err)) => {
                 let message = err.to_string();
                 tracing::error!(error = %message, requests = group.len(), "redb commit failed");
                 for req in group {
@@ -244,10 +328,13 @@ fn apply_group(db: &redb::Database, group: &[WriteRequest]) -> Result<Vec<bool>,
 impl Backend for RedbBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         validate_key(key)?;
-        let txn = self.db.begin_read().map_err(BackendError::storage)?;
-        let table = txn.open_table(RECORDS).map_err(BackendError::storage)?;
-        let value = table.get(key).map_err(BackendError::storage)?;
-        Ok(value.map(|v| v.value().to_vec()))
+        let db = self.db()?;
+        contain(|| {
+            let txn = db.begin_read().map_err(BackendError::storage)?;
+            let table = txn.open_table(RECORDS).map_err(BackendError::storage)?;
+            let value = table.get(key).map_err(BackendError::storage)?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), BackendError> {
@@ -269,27 +356,31 @@ impl Backend for RedbBackend {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, BackendError> {
-        let txn = self.db.begin_read().map_err(BackendError::storage)?;
-        let table = txn.open_table(RECORDS).map_err(BackendError::storage)?;
-        let lower = match list_start(prefix, start_after) {
-            ListStart::From(k) => Bound::Included(k),
-            ListStart::After(k) => Bound::Excluded(k),
-        };
-        let range = table
-            .range::<&str>((lower, Bound::Unbounded))
-            .map_err(BackendError::storage)?;
-        // Collect the keys of one page (plus one to know whether more follow); a storage error
-        // part way through fails the whole page.
-        let mut keys = Vec::new();
-        let cap = limit.clamp(1, super::MAX_LIST_PAGE) + 1;
-        for entry in range {
-            let (key, _) = entry.map_err(BackendError::storage)?;
-            let key = key.value();
-            if !key.starts_with(prefix) || keys.len() == cap {
-                break;
+        let db = self.db()?;
+        let keys = contain(|| {
+            let txn = db.begin_read().map_err(BackendError::storage)?;
+            let table = txn.open_table(RECORDS).map_err(BackendError::storage)?;
+            let lower = match list_start(prefix, start_after) {
+                ListStart::From(k) => Bound::Included(k),
+                ListStart::After(k) => Bound::Excluded(k),
+            };
+            let range = table
+                .range::<&str>((lower, Bound::Unbounded))
+                .map_err(BackendError::storage)?;
+            // Collect the keys of one page (plus one to know whether more follow); a storage
+            // error part way through fails the whole page.
+            let mut keys = Vec::new();
+            let cap = limit.clamp(1, super::MAX_LIST_PAGE) + 1;
+            for entry in range {
+                let (key, _) = entry.map_err(BackendError::storage)?;
+                let key = key.value();
+                if !key.starts_with(prefix) || keys.len() == cap {
+                    break;
+                }
+                keys.push(key.to_owned());
             }
-            keys.push(key.to_owned());
-        }
+            Ok(keys)
+        })?;
         Ok(page_from_sorted(
             keys.iter().map(String::as_str),
             prefix,
