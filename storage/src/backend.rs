@@ -327,8 +327,9 @@ pub trait Backend: Send + Sync + 'static {
     /// An invalid key, or a storage failure (then nothing was removed).
     async fn delete(&self, key: &str) -> Result<(), BackendError>;
 
-    /// Returns up to `limit` keys (capped at [`MAX_LIST_PAGE`]) that start with `prefix` and
-    /// sort strictly after `start_after` (when given), in ascending byte order.
+    /// Returns up to `limit` keys that start with `prefix` and sort strictly after
+    /// `start_after` (when given), in ascending byte order. `limit` is clamped to
+    /// `1..=`[`MAX_LIST_PAGE`]: a limit of 0 returns at most one key.
     ///
     /// # Errors
     /// A storage failure.

@@ -454,8 +454,12 @@ impl Barrier {
     /// or a backend failure.
     pub async fn get(&self, path: &str) -> Result<Option<Plaintext>, BarrierError> {
         check_path(path)?;
+        self.unsealed()?;
+        let stored = self.backend.get(path).await?;
+        // Take the keys after the read, not before: a record sealed under a term that a
+        // concurrent rotation installed while the read was under way must find that term.
         let state = self.unsealed()?;
-        match self.backend.get(path).await? {
+        match stored {
             Some(stored) => state.open(path, &stored).map(Some),
             None => Ok(None),
         }
@@ -530,12 +534,15 @@ impl Barrier {
         if let Some(new) = new {
             check_len(new)?;
         }
-        let state = self.unsealed()?;
+        self.unsealed()?;
         // A backend CAS can fail because the ciphertext changed while the plaintext did not (a
         // rewrap); retry while the plaintext still matches. Each retry means another writer
         // made progress, so this terminates.
         loop {
             let current = self.backend.get(path).await?;
+            // The keys are taken after each read, as in `get`: the record may have been
+            // rewrapped under a term installed since this call began.
+            let state = self.unsealed()?;
             let matches = match (&current, expected) {
                 (None, None) => true,
                 (Some(stored), Some(expected)) => {

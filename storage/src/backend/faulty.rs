@@ -49,6 +49,11 @@ impl<B: Backend + ?Sized> FaultyBackend<B> {
         self.fail_at.store(now + n.max(1), Ordering::SeqCst);
     }
 
+    /// Disarms a fault armed with [`FaultyBackend::fail_nth`] that has not fired yet.
+    pub fn disarm(&self) {
+        self.fail_at.store(0, Ordering::SeqCst);
+    }
+
     /// Fails every call while `on` is true.
     pub fn fail_all(&self, on: bool) {
         self.fail_all.store(on, Ordering::SeqCst);
