@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arca_storage::{Backend, Barrier, MemoryBackend, RedbBackend};
 
 use crate::config::{StorageKind, StorageSection};
+use crate::kms::LocalKms;
 use crate::seal::{Seal, SealConfig, SealError};
 
 /// Errors opening an [`Arca`].
@@ -88,10 +89,17 @@ pub fn open_backend(storage: &StorageSection) -> Result<Arc<dyn Backend>, OpenEr
     }
 }
 
+/// The region [`Arca::kms`] answers for by default.
+pub const DEFAULT_KMS_REGION: &str = "us-east-1";
+/// The account id in the ARNs of [`Arca::kms`]: the example account of the AWS documentation,
+/// which local emulators use too.
+pub const DEFAULT_KMS_ACCOUNT: &str = "123456789012";
+
 /// An open arca: storage, barrier and seal.
 #[derive(Debug)]
 pub struct Arca {
     seal: Seal,
+    kms: Arc<LocalKms>,
     storage_kind: StorageKind,
 }
 
@@ -107,8 +115,17 @@ impl Arca {
         seal: SealConfig,
     ) -> Result<Self, OpenError> {
         let barrier = Arc::new(Barrier::new(backend));
+        let kms = Arc::new(LocalKms::new(
+            Arc::clone(&barrier),
+            DEFAULT_KMS_REGION,
+            DEFAULT_KMS_ACCOUNT,
+        ));
         let seal = Seal::open(barrier, seal).await?;
-        Ok(Self { seal, storage_kind })
+        Ok(Self {
+            seal,
+            kms,
+            storage_kind,
+        })
     }
 
     /// The seal: init, unseal, seal, rekey.
@@ -121,6 +138,13 @@ impl Arca {
     #[must_use]
     pub fn barrier(&self) -> &Arc<Barrier> {
         self.seal.barrier()
+    }
+
+    /// The key provider: KMS keys behind the barrier (the AWS KMS API, transit, and envelope
+    /// encryption all use it).
+    #[must_use]
+    pub fn kms(&self) -> &Arc<LocalKms> {
+        &self.kms
     }
 
     /// The token store.

@@ -24,10 +24,13 @@ pub mod cli;
 pub mod client;
 pub mod config;
 mod handle;
+pub mod kms;
 pub mod seal;
 pub mod server;
 
-pub use handle::{Arca, OpenError, REDB_FILE, open_backend};
+pub use handle::{
+    Arca, DEFAULT_KMS_ACCOUNT, DEFAULT_KMS_REGION, OpenError, REDB_FILE, open_backend,
+};
 
 /// The version of this build, as `arca --version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
