@@ -101,6 +101,8 @@ pub struct Arca {
     seal: Seal,
     kms: Arc<LocalKms>,
     storage_kind: StorageKind,
+    mounts: crate::mounts::Mounts,
+    kv: crate::kv::KvState,
 }
 
 impl Arca {
@@ -120,11 +122,14 @@ impl Arca {
             DEFAULT_KMS_REGION,
             DEFAULT_KMS_ACCOUNT,
         ));
+        let mounts = crate::mounts::Mounts::new(Arc::clone(&barrier));
         let seal = Seal::open(barrier, seal).await?;
         Ok(Self {
             seal,
             kms,
             storage_kind,
+            mounts,
+            kv: crate::kv::KvState::default(),
         })
     }
 
@@ -151,6 +156,18 @@ impl Arca {
     #[must_use]
     pub fn tokens(&self) -> &crate::auth::TokenStore {
         self.seal.tokens()
+    }
+
+    /// The mount table: which secrets engine serves which path.
+    #[must_use]
+    pub fn mounts(&self) -> &crate::mounts::Mounts {
+        &self.mounts
+    }
+
+    /// The KV version 2 store, over the mount table and the key provider.
+    #[must_use]
+    pub fn kv(&self) -> crate::kv::Kv<'_> {
+        crate::kv::Kv::new(self.barrier(), &self.mounts, &self.kms, &self.kv)
     }
 
     /// The storage backend's name, as `sys/seal-status` reports it.

@@ -25,6 +25,8 @@ pub mod client;
 pub mod config;
 mod handle;
 pub mod kms;
+pub mod kv;
+pub mod mounts;
 pub mod seal;
 pub mod server;
 

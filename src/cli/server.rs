@@ -232,6 +232,16 @@ async fn dev_bootstrap(arca: &Arca, dir: &Path, fixed_token: Option<&str>) -> an
         let token = arca.tokens().create_root_token(Some(token)).await?;
         write_private(&token_path, token.expose_secret().as_bytes())?;
     }
+    // Vault's dev server mounts KV version 2 at `secret/`; arca adds `transit/`.
+    for (path, kind) in [
+        ("secret/", crate::mounts::MountKind::KvV2),
+        ("transit/", crate::mounts::MountKind::Transit),
+    ] {
+        arca.mounts()
+            .ensure(path, kind)
+            .await
+            .with_context(|| format!("cannot mount {path} in development mode"))?;
+    }
     let token = zeroize::Zeroizing::new(std::fs::read_to_string(&token_path).unwrap_or_default());
     eprintln!(
         "\nWARNING: development mode. The unseal key and the root token are stored in clear in\n\

@@ -3,6 +3,8 @@
 //!
 //! The wire types here are this layer's own; domain types never derive `Serialize` for it.
 
+pub mod kv;
+pub mod mounts;
 pub mod sys;
 
 use axum::Router;
@@ -18,7 +20,7 @@ use crate::auth::TokenEntry;
 
 /// Every Vault route this server knows.
 pub(crate) fn routes() -> Router<AppState> {
-    sys::routes()
+    sys::routes().merge(mounts::routes())
 }
 
 /// A JSON request body, parsed with Vault's error shape: malformed JSON and wrong types are 400,
