@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arca_storage::{Backend, Barrier, MemoryBackend, RedbBackend};
 
+use crate::access_keys::AccessKeyStore;
 use crate::config::{StorageKind, StorageSection};
 use crate::kms::LocalKms;
 use crate::seal::{Seal, SealConfig, SealError};
@@ -100,6 +101,7 @@ pub const DEFAULT_KMS_ACCOUNT: &str = "123456789012";
 pub struct Arca {
     seal: Seal,
     kms: Arc<LocalKms>,
+    access_keys: AccessKeyStore,
     storage_kind: StorageKind,
     mounts: crate::mounts::Mounts,
     kv: crate::kv::KvState,
@@ -117,6 +119,7 @@ impl Arca {
         seal: SealConfig,
     ) -> Result<Self, OpenError> {
         let barrier = Arc::new(Barrier::new(backend));
+        let access_keys = AccessKeyStore::new(Arc::clone(&barrier));
         let kms = Arc::new(LocalKms::new(
             Arc::clone(&barrier),
             DEFAULT_KMS_REGION,
@@ -127,6 +130,7 @@ impl Arca {
         Ok(Self {
             seal,
             kms,
+            access_keys,
             storage_kind,
             mounts,
             kv: crate::kv::KvState::default(),
@@ -150,6 +154,12 @@ impl Arca {
     #[must_use]
     pub fn kms(&self) -> &Arc<LocalKms> {
         &self.kms
+    }
+
+    /// The AWS access keys the AWS API verifies SigV4 signatures against.
+    #[must_use]
+    pub fn access_keys(&self) -> &AccessKeyStore {
+        &self.access_keys
     }
 
     /// The token store.

@@ -59,6 +59,7 @@
 pub mod blob;
 mod local;
 mod material;
+pub mod transit;
 
 use std::collections::BTreeMap;
 
@@ -177,6 +178,9 @@ pub enum KmsError {
     /// An alias name is not allowed (KMS `InvalidAliasNameException`).
     #[error("{0}")]
     InvalidAliasName(String),
+    /// The name is reserved for AWS (`alias/aws/...`; KMS `NotAuthorizedException`).
+    #[error("{0}")]
+    NotAuthorized(String),
     /// A pagination marker is not one this store issued (KMS `InvalidMarkerException`).
     #[error("the marker is not valid")]
     InvalidMarker,

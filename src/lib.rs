@@ -19,6 +19,7 @@
 
 pub use arca_storage as storage;
 
+pub mod access_keys;
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -260,11 +260,6 @@ impl Key {
         &self.stored.key_id
     }
 
-    /// The spec.
-    pub(crate) fn spec(&self) -> KeySpec {
-        self.spec
-    }
-
     /// The current version.
     pub(crate) fn current_version(&self) -> u32 {
         self.stored.versions.last().map_or(1, |v| v.n)
@@ -277,16 +272,6 @@ impl Key {
 
     fn has_version(&self, n: u32) -> bool {
         self.stored.versions.iter().any(|v| v.n == n)
-    }
-
-    /// The description.
-    pub(crate) fn description(&self) -> &str {
-        &self.stored.description
-    }
-
-    /// The tags.
-    pub(crate) fn tags(&self) -> &BTreeMap<String, String> {
-        &self.stored.tags
     }
 }
 
@@ -393,24 +378,20 @@ impl LocalKms {
             .await
     }
 
-    /// Wipes every key and alias of every region (the development mode's
-    /// `POST /moto-api/reset`).
+    /// Wipes every key and alias of every region, and the transit keys built on them (the
+    /// development mode's `POST /moto-api/reset`).
     ///
     /// # Errors
     /// [`KmsError::Sealed`] or a storage failure.
     pub async fn reset(&self) -> Result<(), KmsError> {
         let _guard = self.write_lock.lock().await;
+        delete_prefix(&self.barrier, super::transit::RECORD_PREFIX).await?;
         delete_prefix(&self.barrier, "kms/").await
     }
 
-    /// A 32-byte key derived from the store's keyring seed for `info`, for layers that need
-    /// a stable per-store secret without a KMS key (the transit engine does not).
+    /// The barrier the keys live behind.
     pub(crate) fn barrier(&self) -> &Arc<Barrier> {
         &self.barrier
-    }
-
-    pub(crate) fn write_lock(&self) -> &Mutex<()> {
-        &self.write_lock
     }
 }
 
@@ -450,6 +431,11 @@ impl Scope<'_> {
 
     fn barrier(&self) -> &Barrier {
         &self.kms.barrier
+    }
+
+    /// The provider this scope belongs to.
+    pub(crate) fn kms(&self) -> &LocalKms {
+        self.kms
     }
 
     /// The ARN of key `id`.
@@ -1752,7 +1738,7 @@ fn check_tag(key: &str, value: &str) -> Result<(), KmsError> {
 }
 
 /// Checks an alias name: `alias/` then 1 to 250 of `[A-Za-z0-9/_-]`, and not `alias/aws/`
-/// (reserved for AWS managed keys).
+/// (reserved for AWS managed keys: [`KmsError::NotAuthorized`]).
 fn check_alias_name(name: &str) -> Result<(), KmsError> {
     let Some(rest) = name.strip_prefix("alias/") else {
         return Err(KmsError::InvalidAliasName(format!(
@@ -1770,7 +1756,7 @@ fn check_alias_name(name: &str) -> Result<(), KmsError> {
         )));
     }
     if rest.starts_with("aws/") {
-        return Err(KmsError::InvalidAliasName(
+        return Err(KmsError::NotAuthorized(
             "Alias names starting with alias/aws/ are reserved for AWS managed keys".into(),
         ));
     }
@@ -1962,7 +1948,7 @@ mod tests {
         ));
         assert!(matches!(
             scope.create_alias("alias/aws/s3", &key.key_id).await,
-            Err(KmsError::InvalidAliasName(_))
+            Err(KmsError::NotAuthorized(_))
         ));
         assert!(matches!(
             scope.create_alias("app", &key.key_id).await,
