@@ -32,6 +32,13 @@
 //! whose records are gone, and no change is reported before its last batch is stored.
 //! Operations on one key are serialized by a lock per key (striped); reads take it shared.
 //!
+//! # What stays in memory
+//!
+//! A version's JSON is held in wipe-on-drop buffers ([`SecretData`]) from the request to the
+//! store and back. Parsing it into `serde_json` values (to merge a patch, to list subkeys, or in
+//! the HTTP layer to build a response) makes ordinary heap copies that are not wiped: serde_json
+//! has no zeroizing representation. They live for one request.
+//!
 //! # Limits
 //!
 //! A version's JSON is at most [`MAX_DATA_BYTES`] (512 KiB): with the two envelopes it stays

@@ -4,7 +4,10 @@
 //!
 //! - [`storage`]: the encrypted storage engine, re-exported from [`arca_storage`];
 //! - [`seal`]: init, Shamir / passphrase / key-file unseal, rekey and root-key rotation;
-//! - [`auth`]: the token store.
+//! - [`auth`]: the token store;
+//! - [`mounts`]: the mount table (which secrets engine serves which path);
+//! - [`kv`]: Vault's versioned key-value store (KV version 2), each version envelope-encrypted
+//!   under its own data key.
 //!
 //! The key provider, the Vault- and AWS-compatible APIs and the secret lifecycle are built on
 //! them in the modules to come.

@@ -131,7 +131,7 @@ async fn dev_mode_mounts_secret_and_transit_once() {
 async fn destroy_leaves_nothing_to_decrypt() {
     let dir = tempfile::tempdir().unwrap();
     let backend: Arc<dyn Backend> =
-        Arc::new(RedbBackend::open(&dir.path().join("arca.redb")).unwrap());
+        Arc::new(RedbBackend::open(dir.path().join("arca.redb")).unwrap());
     let arca = Arca::open(Arc::clone(&backend), StorageKind::Redb, SealConfig::Shamir)
         .await
         .unwrap();

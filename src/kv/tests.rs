@@ -571,3 +571,116 @@ fn secret_data_debug_is_redacted() {
     let text = format!("{d:?}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_get_distinct_versions_and_one_create() {
+    let (arca, mount) = arca().await;
+    let arca = Arc::new(arca);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (arca, mount) = (Arc::clone(&arca), mount.clone());
+        tasks.push(tokio::spawn(async move {
+            let create = arca
+                .kv()
+                .write(&mount, "once", &data(json!({ "i": i })), Some(0))
+                .await
+                .is_ok();
+            let version = arca
+                .kv()
+                .write(&mount, "many", &data(json!({ "i": i })), None)
+                .await
+                .unwrap()
+                .info
+                .version;
+            (create, version)
+        }));
+    }
+    let mut creates = 0;
+    let mut versions = Vec::new();
+    for task in tasks {
+        let (created, version) = task.await.unwrap();
+        creates += usize::from(created);
+        versions.push(version);
+    }
+    assert_eq!(
+        creates, 1,
+        "check-and-set 0 let more than one writer create the key"
+    );
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=16).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn a_failed_write_leaves_the_key_as_it_was() {
+    use arca_storage::backend::faulty::FaultyBackend;
+
+    let faulty = Arc::new(FaultyBackend::new(Arc::new(MemoryBackend::new())));
+    let arca = Arca::open(faulty.clone(), StorageKind::Memory, SealConfig::Shamir)
+        .await
+        .unwrap();
+    let init = arca
+        .seal()
+        .initialize(InitRequest {
+            secret_shares: 1,
+            secret_threshold: 1,
+            ..InitRequest::default()
+        })
+        .await
+        .unwrap();
+    arca.seal().submit_share(&init.keys[0].hex).await.unwrap();
+    let mount = arca
+        .mounts()
+        .ensure("secret/", MountKind::KvV2)
+        .await
+        .unwrap();
+    arca.kv()
+        .write_metadata(
+            &mount,
+            "k",
+            MetadataUpdate {
+                max_versions: Some(1),
+                ..MetadataUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    arca.kv()
+        .write(&mount, "k", &data(json!({"v": 1})), None)
+        .await
+        .unwrap();
+    let before = raw_keys(&arca, &mount.storage_prefix()).await;
+    // Fail each call of the write in turn (reads, the key provider, the batch); every failed
+    // attempt must leave the records exactly as they were. The write that finally runs
+    // unharmed also prunes version 1, so the same batch both adds and deletes.
+    let mut n = 1;
+    loop {
+        faulty.fail_nth(n);
+        let result = arca
+            .kv()
+            .write(&mount, "k", &data(json!({"v": 2})), None)
+            .await;
+        faulty.disarm();
+        if result.is_ok() {
+            break;
+        }
+        assert_eq!(
+            raw_keys(&arca, &mount.storage_prefix()).await,
+            before,
+            "call {n}"
+        );
+        assert_eq!(live(&arca, &mount, "k", None).await["v"], 1);
+        n += 1;
+        assert!(n < 50, "the write never succeeded");
+    }
+    assert!(n > 1, "no call of the write was failed");
+    assert_eq!(live(&arca, &mount, "k", None).await["v"], 2);
+    assert!(
+        arca.kv()
+            .read(&mount, "k", Some(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let after = raw_keys(&arca, &format!("{}data/", mount.storage_prefix())).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+}
