@@ -217,10 +217,24 @@ async fn init(
             .and_then(Value::as_str)
             .unwrap_or("")
     );
-    println!(
-        "arca is initialised and sealed. The keys above are shown once and never stored: keep\n\
-         them apart. Unseal with `arca operator unseal` {key_threshold} times."
-    );
+    // What comes next depends on the seal kind, which the answer tells: recovery keys mean
+    // auto-unseal (already unsealed), no keys at all mean a passphrase seal.
+    if !strings(&response, "recovery_keys_base64").is_empty() {
+        println!(
+            "arca is initialised and unsealed: it unseals itself with its key file. The recovery\n\
+             keys above are shown once and never stored: keep them apart; they authorise a rekey."
+        );
+    } else if strings(&response, "keys_base64").is_empty() {
+        println!(
+            "arca is initialised and sealed. Unseal it with `arca operator unseal` and the \
+             passphrase."
+        );
+    } else {
+        println!(
+            "arca is initialised and sealed. The keys above are shown once and never stored: keep\n\
+             them apart. Unseal with `arca operator unseal` {key_threshold} times."
+        );
+    }
     Ok(())
 }
 
@@ -355,10 +369,13 @@ async fn rekey(args: &ClientArgs, action: RekeyAction) -> anyhow::Result<()> {
         if action.verify {
             println!("Success! The new keys are verified and in force.");
         } else if result["verification_required"].as_bool() == Some(true) {
+            // The new threshold was set at --init, possibly by another operator: ask the server
+            // rather than trusting this invocation's (default) --key-threshold.
+            let verify = data(client.get(&format!("{base}/verify")).await?).unwrap_or(Value::Null);
             println!(
                 "\nThe new keys must be verified before they take over: submit {} of them with\n\
                  `arca operator rekey --verify --nonce {}`.",
-                action.key_threshold,
+                verify["t"],
                 result["verification_nonce"].as_str().unwrap_or("")
             );
         } else {

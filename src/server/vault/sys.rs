@@ -98,6 +98,10 @@ fn seal_status_json(state: &AppState, status: &SealStatus) -> Value {
         "recovery_seal": status.recovery_seal,
         "storage_type": state.arca.storage_type(),
     });
+    if status.recovery_seal {
+        // Recovery keys are Shamir shares; `bao status` prints "n/a" without this field.
+        body["recovery_seal_type"] = json!("shamir");
+    }
     if !status.sealed
         && let Some(id) = cluster_id(state)
     {

@@ -131,8 +131,12 @@ impl RedbBackend {
     /// # Errors
     /// As [`RedbBackend::open`].
     pub fn open_with(path: impl AsRef<Path>, mode: CommitMode) -> Result<Self, BackendError> {
+        let path = path.as_ref();
+        if !path.exists() {
+            create_atomically(path)?;
+        }
         let db = contain(|| {
-            let db = redb::Database::create(path.as_ref()).map_err(BackendError::storage)?;
+            let db = redb::Database::create(path).map_err(BackendError::storage)?;
             // Create the table up front so readers never meet a missing table.
             let txn = db.begin_write().map_err(BackendError::storage)?;
             txn.open_table(RECORDS).map_err(BackendError::storage)?;
@@ -200,6 +204,57 @@ fn panicked(payload: &(dyn Any + Send)) -> BackendError {
         .unwrap_or_default();
     tracing::error!(%message, "redb panicked; the database file is probably damaged");
     BackendError::Storage(format!("redb panicked: {message}").into())
+}
+
+/// Creates a new store file so that it appears at `path` only once it is complete.
+///
+/// redb writes a new file's header, fsyncs, and only then writes its magic number: a crash in
+/// between leaves a file that redb refuses forever ("magic number mismatch"). So the file is
+/// built under a temporary name in the same folder, with its table committed, then linked into
+/// place (a hard link never replaces an existing file, so a concurrent creator wins cleanly),
+/// and the folder is fsynced. Temporary files left by an earlier crash are removed.
+fn create_atomically(path: &Path) -> Result<(), BackendError> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        BackendError::storage(std::io::Error::other("store path has no file name"))
+    })?;
+    let stale_prefix = format!(".{name}.creating-");
+    if let Ok(entries) = std::fs::read_dir(&folder) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&stale_prefix)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let mut suffix = [0u8; 8];
+    crate::keys::fill_random(&mut suffix).map_err(BackendError::storage)?;
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = folder.join(format!("{stale_prefix}{suffix}"));
+    contain(|| {
+        let db = redb::Database::create(&tmp).map_err(BackendError::storage)?;
+        let txn = db.begin_write().map_err(BackendError::storage)?;
+        txn.open_table(RECORDS).map_err(BackendError::storage)?;
+        txn.commit().map_err(BackendError::storage)?;
+        Ok(())
+    })?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        // Someone else created the store first: theirs is complete, use it.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(BackendError::storage(err)),
+    }
+    std::fs::File::open(&folder)
+        .and_then(|dir| dir.sync_all())
+        .map_err(BackendError::storage)
 }
 
 fn writer_loop(db: &redb::Database, rx: &mpsc::Receiver<WriteRequest>, mode: CommitMode) {
