@@ -1,12 +1,22 @@
 //! Authentication: who is calling.
 //!
-//! Today this holds the token store ([`token`]): tokens are random strings handed to clients,
-//! stored only as a keyed hash behind the barrier. AppRole, SigV4 and mTLS come later and
-//! resolve to the same request context.
+//! - [`token`]: the token store. Tokens are random strings handed to clients and stored only
+//!   as a keyed hash behind the barrier, with TTLs, use counts, renewal, parent/child
+//!   revocation, accessors and response-wrapping tokens.
+//! - [`approle`]: Vault's AppRole method: a role id and a secret id (both random, both kept
+//!   only as keyed hashes) exchanged for a token, with use counts, TTLs and CIDR bounds.
+//! - [`duration`] and [`cidr`]: Vault's duration syntax and CIDR blocks, shared by both.
+//!
+//! Every method ends in a [`TokenEntry`]; the server turns it into one request context and
+//! checks its policies (see [`crate::policy`]).
 
+pub mod approle;
+pub mod cidr;
+pub mod duration;
 pub mod token;
 
-pub use token::{TokenEntry, TokenSecret, TokenStore};
+pub use approle::AppRoleStore;
+pub use token::{TokenEntry, TokenKind, TokenRequest, TokenSecret, TokenStore};
 
 use arca_storage::BarrierError;
 use arca_storage::keys::RandomError;
@@ -22,6 +32,19 @@ pub enum AuthError {
     /// contains the token.
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
+    /// The token, accessor, role or secret id named does not exist (or has expired).
+    #[error("not found")]
+    NotFound,
+    /// The token cannot be renewed.
+    #[error("lease is not renewable")]
+    NotRenewable,
+    /// The request is not acceptable; the message says why and holds no secret.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Credentials presented to log in are wrong, expired, used up, or from an address
+    /// outside their bounds. Deliberately one variant: the caller learns nothing of which.
+    #[error("invalid credentials")]
+    InvalidCredentials,
     /// A stored token entry does not parse. Opaque; the log says which path.
     #[error("a stored token entry is damaged")]
     CorruptEntry,

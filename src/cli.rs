@@ -4,6 +4,7 @@
 //! Like Vault's CLI, flags may be written with one dash (`-key-shares 5`, `-format=json`) or
 //! two; [`normalize_args`] rewrites the single-dash long form before clap parses.
 
+mod audit;
 mod operator;
 mod server;
 
@@ -28,6 +29,11 @@ enum Command {
     },
     /// Prints the seal status. Exit code 0: unsealed, 2: sealed, 1: error.
     Status(ClientArgs),
+    /// Audit log tools: verify a log's hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 /// Where the server is and how to talk to it; shared by every client command.
@@ -115,6 +121,7 @@ pub fn run() -> i32 {
             Command::Server(args) => server::run(args).await,
             Command::Operator { command } => operator::run(command).await,
             Command::Status(args) => operator::status(&args).await,
+            Command::Audit { command } => audit::run(command),
         }
     })
 }

@@ -18,6 +18,9 @@
 //! [tls]
 //! cert = "/etc/arca/tls.crt"     # PEM chain
 //! key = "/etc/arca/tls.key"      # PEM private key
+//!
+//! [audit]
+//! file_path = "/var/log/arca/audit.log"   # or "stdout"; every request fails if it cannot write
 //! ```
 
 use std::net::SocketAddr;
@@ -112,6 +115,14 @@ pub struct TlsSection {
     pub key: PathBuf,
 }
 
+/// The `[audit]` table: one audit device (see [`crate::audit`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// A file to append to, or `"stdout"`.
+    pub file_path: PathBuf,
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +150,8 @@ pub struct ServerConfig {
     pub seal: SealSection,
     /// TLS; plain HTTP when absent.
     pub tls: Option<TlsSection>,
+    /// The audit device; no auditing when absent.
+    pub audit: Option<AuditSection>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -168,6 +181,7 @@ impl Default for ServerConfig {
             storage: StorageSection::default(),
             seal: SealSection::default(),
             tls: None,
+            audit: None,
         }
     }
 }
@@ -244,6 +258,13 @@ impl ServerConfig {
                 "max_request_bytes must be at least 1024".into(),
             ));
         }
+        if let Some(audit) = &self.audit
+            && audit.file_path.as_os_str().is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "audit.file_path must name a file or \"stdout\"".into(),
+            ));
+        }
         if self.storage.backend == StorageKind::Sled && !cfg!(feature = "sled") {
             return Err(ConfigError::Invalid(
                 "this build has no sled backend (build with --features sled)".into(),
@@ -287,10 +308,16 @@ mod tests {
             [seal]
             kind = "keyfile"
             key_file = "/tmp/k"
+            [audit]
+            file_path = "/tmp/audit.log"
             "#,
         )
         .unwrap();
         assert_eq!(config.listen.port(), 18200);
+        assert_eq!(
+            config.audit.as_ref().unwrap().file_path,
+            std::path::Path::new("/tmp/audit.log")
+        );
         assert!(matches!(config.seal_config(), SealConfig::KeyFile { .. }));
     }
 
@@ -302,6 +329,8 @@ mod tests {
             "listen = \"0.0.0.0:8200\"\n[storage]\npath = \"/x\"\n",  // plain HTTP off loopback
             "[storage]\npath = \"/x\"\nunknown = 1\n",                // unknown field
             "listen = \"not an address\"\n",
+            "[storage]\npath = \"/x\"\n[audit]\nfile_path = \"\"\n",
+            "[storage]\npath = \"/x\"\n[audit]\npath = \"/a\"\n",
         ] {
             assert!(ServerConfig::parse(text).is_err(), "accepted: {text}");
         }

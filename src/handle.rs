@@ -103,6 +103,9 @@ pub struct Arca {
     kms: Arc<LocalKms>,
     access_keys: AccessKeyStore,
     storage_kind: StorageKind,
+    policies: crate::policy::PolicyStore,
+    approle: crate::auth::AppRoleStore,
+    audit: crate::audit::AuditLog,
     mounts: crate::mounts::Mounts,
     kv: crate::kv::KvState,
 }
@@ -119,6 +122,12 @@ impl Arca {
         seal: SealConfig,
     ) -> Result<Self, OpenError> {
         let barrier = Arc::new(Barrier::new(backend));
+        let policies = crate::policy::PolicyStore::new(Arc::clone(&barrier));
+        let audit = crate::audit::AuditLog::new(Arc::clone(&barrier));
+        let approle = crate::auth::AppRoleStore::new(
+            Arc::clone(&barrier),
+            crate::auth::TokenStore::new(Arc::clone(&barrier)),
+        );
         let access_keys = AccessKeyStore::new(Arc::clone(&barrier));
         let kms = Arc::new(LocalKms::new(
             Arc::clone(&barrier),
@@ -132,6 +141,9 @@ impl Arca {
             kms,
             access_keys,
             storage_kind,
+            policies,
+            approle,
+            audit,
             mounts,
             kv: crate::kv::KvState::default(),
         })
@@ -178,6 +190,24 @@ impl Arca {
     #[must_use]
     pub fn kv(&self) -> crate::kv::Kv<'_> {
         crate::kv::Kv::new(self.barrier(), &self.mounts, &self.kms, &self.kv)
+    }
+
+    /// The ACL policy store.
+    #[must_use]
+    pub fn policies(&self) -> &crate::policy::PolicyStore {
+        &self.policies
+    }
+
+    /// The AppRole method's roles and secret ids.
+    #[must_use]
+    pub fn approle(&self) -> &crate::auth::AppRoleStore {
+        &self.approle
+    }
+
+    /// The audit log (no device until one is enabled).
+    #[must_use]
+    pub fn audit(&self) -> &crate::audit::AuditLog {
+        &self.audit
     }
 
     /// The storage backend's name, as `sys/seal-status` reports it.

@@ -23,6 +23,7 @@
 pub use arca_storage as storage;
 
 pub mod access_keys;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;
@@ -31,6 +32,7 @@ mod handle;
 pub mod kms;
 pub mod kv;
 pub mod mounts;
+pub mod policy;
 pub mod seal;
 pub mod server;
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
@@ -74,13 +74,130 @@ pub fn app(arca: Arc<Arca>, options: ServerOptions) -> Router {
     Router::new()
         .merge(vault::routes())
         .fallback(fallback)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(limit))
+        // Response wrapping and the audit log see every route's answer; the audit layer is
+        // outside wrapping, so it logs what the client gets (a wrapping token, redacted).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            vault::wrapping::layer,
+        ))
+        .layer(middleware::from_fn_with_state(state, vault::audit::layer))
+        .layer(middleware::from_fn(vault::audit::record_remote_addr))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
+        .layer(middleware::from_fn(close_after_too_large))
+        .layer(middleware::from_fn(move |request, next| {
+            drain_unread_body(request, next, limit)
+        }))
         .layer(middleware::from_fn(log_request))
+}
+
+/// How long the rest of an unread request body may take to arrive and be thrown away.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads and discards, after the answer, what a handler left of the request body (the rest of
+/// an oversized one above all), up to `limit` more bytes or [`DRAIN_TIMEOUT`].
+///
+/// A connection closed with request bytes still unread is reset by the kernel, and a client
+/// still sending its body then sees a broken pipe instead of the 413 it was sent. Draining
+/// first lets it finish sending and read the answer; the bounds keep an endless body from
+/// holding the connection.
+async fn drain_unread_body(request: Request, next: Next, limit: usize) -> Response {
+    let request = request.map(|body| axum::body::Body::new(DrainOnDrop::new(body, limit)));
+    next.run(request).await
+}
+
+/// A request body that, dropped before its end, hands the rest to a task that reads it away.
+struct DrainOnDrop {
+    inner: Option<axum::body::Body>,
+    limit: usize,
+}
+
+impl DrainOnDrop {
+    fn new(inner: axum::body::Body, limit: usize) -> Self {
+        Self {
+            inner: Some(inner),
+            limit,
+        }
+    }
+}
+
+impl axum::body::HttpBody for DrainOnDrop {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.inner.as_mut() {
+            Some(inner) => std::pin::Pin::new(inner).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(axum::body::HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.as_ref().map_or_else(
+            || hyper::body::SizeHint::with_exact(0),
+            axum::body::HttpBody::size_hint,
+        )
+    }
+}
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else {
+            return;
+        };
+        if axum::body::HttpBody::is_end_stream(&body) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let limit = self.limit;
+        runtime.spawn(async move {
+            let drain = async {
+                let mut drained = 0usize;
+                while drained <= limit {
+                    let frame = std::future::poll_fn(|cx| {
+                        axum::body::HttpBody::poll_frame(std::pin::Pin::new(&mut body), cx)
+                    })
+                    .await;
+                    match frame {
+                        Some(Ok(frame)) => {
+                            drained += frame.data_ref().map_or(0, axum::body::Bytes::len);
+                        }
+                        Some(Err(_)) | None => break,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+        });
+    }
+}
+
+/// A 413 leaves the rest of the body unread, so the connection is closed after the answer.
+/// Saying so with `Connection: close` (as Go's net/http, and so Vault, does) keeps a client
+/// from sending its next request on a pooled connection that is about to go away; without it,
+/// that next request fails with an incomplete message.
+async fn close_after_too_large(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Any path no API claims: 503 while sealed (what clients expect of a sealed Vault), else 404.

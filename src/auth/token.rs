@@ -5,12 +5,14 @@
 //! rejected when it is 248 or more so that `byte % 62` is unbiased.
 //!
 //! The token itself is never stored. Its entry lives behind the barrier at
-//! `sys/token/id/<hex of HMAC-SHA256(k, token)>`. So:
+//! `sys/token/id/<id>`, where the id is the hex of `HMAC-SHA256(k, token)`. So:
 //!
 //! - a copy of the backend (even with the records decrypted) does not yield usable tokens, and
 //!   the hash cannot be brute-forced offline without `k`;
-//! - lookup is by exact path: no comparison of the presented token with stored secrets takes
-//!   place, so there is nothing whose timing could leak how much of a guess was right.
+//! - lookup is by exact path: the presented token is never compared with stored secrets, so
+//!   there is nothing whose timing could leak how much of a guess was right. The entry found
+//!   repeats its id, which is checked against the computed one in constant time, binding the
+//!   entry to the token that was presented.
 //!
 //! # The hashing key
 //!
@@ -21,24 +23,39 @@
 //! change `k`, move every token entry out of reach and lock the operator out with an invalid
 //! root token. A record behind the barrier is sealed under a keyring term key, which a
 //! root-key rotation does not change, and is as unreadable without the root key as a derived
-//! subkey.
+//! subkey. The same key, with a purpose prefix, hashes accessors and AppRole credentials.
 //!
-//! The entry is JSON (`{"v":1,"accessor":…,"policies":[…],"created":…,"display_name":…}`), so
-//! later fields (TTL, parent, metadata) can be added without a migration.
+//! # Records
+//!
+//! | path | holds |
+//! |---|---|
+//! | `sys/token/id/<id>` | the entry (JSON): policies, TTL, uses left, parent, metadata |
+//! | `sys/token/accessor/<HMAC(k, "accessor\0" ‖ accessor)>` | the id, for lookup and revocation by accessor |
+//! | `sys/token/parent/<parent id>/<child id>` | nothing: the child index, so revoking a token revokes its children |
+//! | `sys/token/expiry/<20-digit unix secs>/<id>` | nothing: the expiry index |
+//! | `sys/token/wrapped/<id>` | the response a wrapping token stands for |
+//!
+//! The expiry index sorts by time, so [`TokenStore::tidy`] reads it from the start up to
+//! *now* and stops: expired tokens are cleaned up at startup and periodically without a scan
+//! of all tokens. A token read after its expiry and before a tidy is treated as absent and
+//! revoked on the spot.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arca_storage::keys::{RandomError, fill_random};
-use arca_storage::{Barrier, KEY_LEN};
+use arca_storage::{Barrier, BarrierOp, KEY_LEN, Plaintext};
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use super::AuthError;
+use super::cidr::Cidr;
 
 /// Every token arca issues starts with this.
 pub const TOKEN_PREFIX: &str = "arca.";
@@ -61,7 +78,28 @@ pub const TOKEN_KEY_PATH: &str = "sys/token/hash-key";
 /// Where token entries live, behind the barrier.
 pub const TOKEN_ID_PREFIX: &str = "sys/token/id/";
 
-const ENTRY_VERSION: u32 = 1;
+/// The accessor index.
+pub const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
+
+/// The child index.
+pub const PARENT_PREFIX: &str = "sys/token/parent/";
+
+/// The expiry index.
+pub const EXPIRY_PREFIX: &str = "sys/token/expiry/";
+
+/// Responses held by wrapping tokens.
+pub const WRAPPED_PREFIX: &str = "sys/token/wrapped/";
+
+/// The TTL of a token created without one (Vault's system default, 32 days).
+pub const DEFAULT_TTL_SECS: u64 = 768 * 3600;
+
+/// The longest a non-periodic token lives, renewals included (Vault's system maximum).
+pub const MAX_TTL_SECS: u64 = 768 * 3600;
+
+/// The policy name of wrapping tokens; no stored policy may take it.
+pub const WRAPPING_POLICY: &str = "response-wrapping";
+
+const ENTRY_VERSION: u32 = 2;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -106,6 +144,14 @@ pub(crate) fn check_fixed_token(token: &str) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// Seconds since the Unix epoch.
+#[must_use]
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A token as handed to a client. Wiped on drop; `Debug` prints `[REDACTED]`; read it with
 /// [`TokenSecret::expose_secret`].
 pub struct TokenSecret(Zeroizing<String>);
@@ -116,12 +162,31 @@ impl TokenSecret {
     pub fn expose_secret(&self) -> &str {
         &self.0
     }
+
+    fn generate() -> Result<Self, RandomError> {
+        let random = random_base62(TOKEN_RANDOM_LEN)?;
+        let mut token =
+            Zeroizing::new(String::with_capacity(TOKEN_PREFIX.len() + TOKEN_RANDOM_LEN));
+        token.push_str(TOKEN_PREFIX);
+        token.push_str(&random);
+        Ok(Self(token))
+    }
 }
 
 impl fmt::Debug for TokenSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("TokenSecret([REDACTED])")
     }
+}
+
+/// What kind of token an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenKind {
+    /// An ordinary (Vault "service") token.
+    #[default]
+    Service,
+    /// A response-wrapping token: good only for unwrapping its response, once.
+    Wrapping,
 }
 
 /// What a token grants. Holds no secret: the accessor names the token for audit and
@@ -135,18 +200,193 @@ pub struct TokenEntry {
     pub policies: Vec<String>,
     /// Creation time, seconds since the Unix epoch.
     pub created: u64,
-    /// A human-readable name (`"root"`).
+    /// A human-readable name (`"root"`, `"token"`, `"approle"`).
     pub display_name: String,
+    /// The TTL it was created with, in seconds; 0 when it never expires.
+    pub creation_ttl: u64,
+    /// When it expires (Unix seconds), or `None`.
+    pub expire_time: Option<u64>,
+    /// A hard limit on its life from creation, renewals included; 0 for none.
+    pub explicit_max_ttl: u64,
+    /// Uses left; 0 means unlimited.
+    pub num_uses: u32,
+    /// Whether it can be renewed.
+    pub renewable: bool,
+    /// For a periodic token, the TTL every renewal resets it to.
+    pub period: u64,
+    /// Whether it has no parent (and so survives its creator's revocation).
+    pub orphan: bool,
+    /// Free-form metadata.
+    pub meta: BTreeMap<String, String>,
+    /// The identity it was issued to (the AppRole role name), if any.
+    pub entity: Option<String>,
+    /// The path that created it (`auth/token/create`, `auth/approle/login`, ...).
+    pub path: String,
+    /// Addresses allowed to use it; empty for any.
+    pub bound_cidrs: Vec<Cidr>,
+    /// Service or wrapping.
+    pub kind: TokenKind,
+    /// The last renewal, Unix seconds.
+    pub last_renewal: Option<u64>,
+    /// The accessor of the token it was issued from (for a wrapping token of a token, the
+    /// wrapped token's accessor); shown, never used for access.
+    pub wrapped_accessor: Option<String>,
+    id: String,
+    parent: Option<String>,
+}
+
+impl TokenEntry {
+    /// Seconds left to live at `now`; 0 when it never expires.
+    #[must_use]
+    pub fn ttl_at(&self, now: u64) -> u64 {
+        self.expire_time.map_or(0, |e| e.saturating_sub(now))
+    }
+
+    /// Whether it has expired at `now`.
+    #[must_use]
+    pub fn expired_at(&self, now: u64) -> bool {
+        self.expire_time.is_some_and(|e| e <= now)
+    }
 }
 
 /// The stored form of a [`TokenEntry`] (kept apart so the domain type is not `Serialize`).
-#[derive(Serialize, Deserialize)]
+/// Fields added after version 1 default, so the version-1 root tokens of older stores load.
+#[derive(Serialize, Deserialize, Clone)]
 struct StoredEntry {
     v: u32,
+    #[serde(default)]
+    id: String,
     accessor: String,
     policies: Vec<String>,
     created: u64,
     display_name: String,
+    #[serde(default)]
+    creation_ttl: u64,
+    #[serde(default)]
+    expire_time: Option<u64>,
+    #[serde(default)]
+    explicit_max_ttl: u64,
+    #[serde(default)]
+    num_uses: u32,
+    #[serde(default)]
+    renewable: bool,
+    #[serde(default)]
+    period: u64,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
+    #[serde(default)]
+    entity: Option<String>,
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    bound_cidrs: Vec<String>,
+    #[serde(default)]
+    wrapping: bool,
+    #[serde(default)]
+    last_renewal: Option<u64>,
+    #[serde(default)]
+    wrapped_accessor: Option<String>,
+}
+
+impl StoredEntry {
+    fn to_entry(&self) -> Result<TokenEntry, AuthError> {
+        let bound_cidrs = self
+            .bound_cidrs
+            .iter()
+            .map(|c| Cidr::parse(c))
+            .collect::<Result<_, _>>()
+            .map_err(|_| AuthError::CorruptEntry)?;
+        Ok(TokenEntry {
+            accessor: self.accessor.clone(),
+            policies: self.policies.clone(),
+            created: self.created,
+            display_name: self.display_name.clone(),
+            creation_ttl: self.creation_ttl,
+            expire_time: self.expire_time,
+            explicit_max_ttl: self.explicit_max_ttl,
+            num_uses: self.num_uses,
+            renewable: self.renewable,
+            period: self.period,
+            orphan: self.parent.is_none(),
+            meta: self.meta.clone(),
+            entity: self.entity.clone(),
+            path: self.path.clone(),
+            bound_cidrs,
+            kind: if self.wrapping {
+                TokenKind::Wrapping
+            } else {
+                TokenKind::Service
+            },
+            last_renewal: self.last_renewal,
+            wrapped_accessor: self.wrapped_accessor.clone(),
+            id: self.id.clone(),
+            parent: self.parent.clone(),
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        // Serializing a struct of strings, integers and maps of strings cannot fail.
+        #[allow(clippy::expect_used)]
+        serde_json::to_vec(self).expect("a token entry serializes")
+    }
+}
+
+/// What a new token should be. The caller (the HTTP layer, AppRole) has already decided the
+/// policies and checked that the parent may grant them.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct TokenRequest {
+    /// Policy names, as they will be stored.
+    pub policies: Vec<String>,
+    /// Metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Display name (Vault prefixes `token-`; the caller does that).
+    pub display_name: String,
+    /// TTL in seconds; `None` or 0 for the default (none for a root-policy token).
+    pub ttl: Option<u64>,
+    /// Hard limit on the token's life, seconds; 0 for none.
+    pub explicit_max_ttl: u64,
+    /// Uses allowed; 0 for unlimited.
+    pub num_uses: u32,
+    /// Whether it can be renewed.
+    pub renewable: bool,
+    /// Periodic TTL in seconds; 0 for none.
+    pub period: u64,
+    /// The accessor of the parent token; `None` for an orphan.
+    pub parent_accessor: Option<String>,
+    /// The identity it is issued to.
+    pub entity: Option<String>,
+    /// The creating path.
+    pub path: String,
+    /// Addresses allowed to use it.
+    pub bound_cidrs: Vec<Cidr>,
+}
+
+impl TokenRequest {
+    /// A request for a token with `policies`, created at `path`, renewable, with the default
+    /// TTL and no parent.
+    #[must_use]
+    pub fn new(policies: Vec<String>, path: &str) -> Self {
+        Self {
+            policies,
+            path: path.to_owned(),
+            renewable: true,
+            display_name: "token".to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The outcome of a renewal.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Renewal {
+    /// The entry after renewal.
+    pub entry: TokenEntry,
+    /// Set when the TTL asked for was cut by a maximum.
+    pub capped: bool,
 }
 
 /// Tokens behind a barrier. Holds no key itself: the hashing key is read through the barrier at
@@ -154,6 +394,24 @@ struct StoredEntry {
 #[derive(Debug, Clone)]
 pub struct TokenStore {
     barrier: Arc<Barrier>,
+}
+
+fn mac_hex(key: &[u8; KEY_LEN], parts: &[&[u8]]) -> String {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    #[allow(clippy::expect_used)]
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn entry_path(id: &str) -> String {
+    format!("{TOKEN_ID_PREFIX}{id}")
+}
+
+fn expiry_path(expire: u64, id: &str) -> String {
+    format!("{EXPIRY_PREFIX}{expire:020}/{id}")
 }
 
 impl TokenStore {
@@ -195,22 +453,132 @@ impl TokenStore {
         Ok(Some(key))
     }
 
-    /// The barrier path of `token`'s entry under `key`.
-    fn path_for(key: &[u8; KEY_LEN], token: &str) -> String {
-        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-        #[allow(clippy::expect_used)]
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-        mac.update(token.as_bytes());
-        let tag = mac.finalize().into_bytes();
-        format!("{TOKEN_ID_PREFIX}{}", hex::encode(tag))
+    async fn key(&self) -> Result<Zeroizing<[u8; KEY_LEN]>, AuthError> {
+        self.hash_key(true).await?.ok_or(AuthError::CorruptEntry)
     }
 
-    /// The path of `token`'s entry, or `None` when no token was ever created.
-    async fn existing_path(&self, token: &str) -> Result<Option<String>, AuthError> {
+    /// The hex HMAC of `value` under the store's hashing key, separated by `purpose`: how
+    /// AppRole keeps role ids and secret ids, and how accessors are indexed.
+    ///
+    /// # Errors
+    /// [`AuthError::Sealed`] or a storage failure.
+    pub async fn keyed_hash(&self, purpose: &str, value: &str) -> Result<String, AuthError> {
+        let key = self.key().await?;
+        Ok(mac_hex(
+            &key,
+            &[purpose.as_bytes(), b"\0", value.as_bytes()],
+        ))
+    }
+
+    fn accessor_path(key: &[u8; KEY_LEN], accessor: &str) -> String {
+        format!(
+            "{ACCESSOR_PREFIX}{}",
+            mac_hex(key, &[b"accessor\0", accessor.as_bytes()])
+        )
+    }
+
+    /// Loads the entry with `id`, checking that it names itself.
+    async fn load(&self, id: &str) -> Result<Option<(StoredEntry, Plaintext)>, AuthError> {
+        let path = entry_path(id);
+        let Some(plain) = self.barrier.get(&path).await? else {
+            return Ok(None);
+        };
+        let mut stored: StoredEntry =
+            serde_json::from_slice(plain.expose_secret()).map_err(|_| {
+                tracing::warn!(path, "token entry does not parse");
+                AuthError::CorruptEntry
+            })?;
+        if stored.v == 1 && stored.id.is_empty() {
+            // Version 1 (root tokens only) did not repeat the id.
+            stored.id = id.to_owned();
+        } else if stored.v != ENTRY_VERSION {
+            tracing::warn!(
+                path,
+                version = stored.v,
+                "token entry of an unknown version"
+            );
+            return Err(AuthError::CorruptEntry);
+        }
+        if !bool::from(stored.id.as_bytes().ct_eq(id.as_bytes())) {
+            tracing::warn!(path, "token entry names another token");
+            return Err(AuthError::CorruptEntry);
+        }
+        Ok(Some((stored, plain)))
+    }
+
+    /// The id of `token`, or `None` when no token was ever created.
+    async fn id_of(&self, token: &str) -> Result<Option<String>, AuthError> {
         Ok(self
             .hash_key(false)
             .await?
-            .map(|key| Self::path_for(&key, token)))
+            .map(|key| mac_hex(&key, &[token.as_bytes()])))
+    }
+
+    async fn id_of_accessor(&self, accessor: &str) -> Result<Option<String>, AuthError> {
+        let Some(key) = self.hash_key(false).await? else {
+            return Ok(None);
+        };
+        let Some(plain) = self
+            .barrier
+            .get(&Self::accessor_path(&key, accessor))
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(std::str::from_utf8(plain.expose_secret())
+            .ok()
+            .map(str::to_owned))
+    }
+
+    /// Loads a live entry: an expired one is revoked on the spot and reads as absent.
+    async fn live(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<(StoredEntry, Plaintext)>, AuthError> {
+        let Some((stored, plain)) = self.load(id).await? else {
+            return Ok(None);
+        };
+        if stored.expire_time.is_some_and(|e| e <= now) {
+            self.revoke_id(id, false).await?;
+            return Ok(None);
+        }
+        Ok(Some((stored, plain)))
+    }
+
+    /// Stores a new entry for `token` with its indexes, in one atomic batch.
+    async fn insert(
+        &self,
+        key: &[u8; KEY_LEN],
+        token: &str,
+        mut stored: StoredEntry,
+        extra: Option<(&str, &[u8])>,
+    ) -> Result<TokenEntry, AuthError> {
+        let id = mac_hex(key, &[token.as_bytes()]);
+        stored.id.clone_from(&id);
+        let bytes = stored.encode();
+        let entry = entry_path(&id);
+        let accessor = Self::accessor_path(key, &stored.accessor);
+        let expiry = stored.expire_time.map(|e| expiry_path(e, &id));
+        let parent = stored
+            .parent
+            .as_ref()
+            .map(|p| format!("{PARENT_PREFIX}{p}/{id}"));
+        let mut ops = vec![
+            BarrierOp::Put(&entry, &bytes),
+            BarrierOp::Put(&accessor, id.as_bytes()),
+        ];
+        if let Some(expiry) = &expiry {
+            ops.push(BarrierOp::Put(expiry, b""));
+        }
+        if let Some(parent) = &parent {
+            ops.push(BarrierOp::Put(parent, b""));
+        }
+        if let Some((path, value)) = extra {
+            ops.push(BarrierOp::Put(path, value));
+        }
+        self.barrier.batch(&ops).await?;
+        stored.to_entry()
     }
 
     /// Creates the root token (policies `["root"]`, display name `"root"`): a new random one,
@@ -224,81 +592,585 @@ impl TokenStore {
         let token = match fixed {
             Some(fixed) => {
                 check_fixed_token(fixed)?;
-                Zeroizing::new(fixed.to_owned())
+                TokenSecret(Zeroizing::new(fixed.to_owned()))
             }
-            None => {
-                let random = random_base62(TOKEN_RANDOM_LEN)?;
-                let mut token =
-                    Zeroizing::new(String::with_capacity(TOKEN_PREFIX.len() + TOKEN_RANDOM_LEN));
-                token.push_str(TOKEN_PREFIX);
-                token.push_str(&random);
-                token
-            }
+            None => TokenSecret::generate()?,
         };
-        let entry = StoredEntry {
+        let key = self.key().await?;
+        // A fixed token may already exist: replace it, children and all.
+        let id = mac_hex(&key, &[token.expose_secret().as_bytes()]);
+        if self.load(&id).await?.is_some() {
+            self.revoke_id(&id, false).await?;
+        }
+        let stored = StoredEntry {
             v: ENTRY_VERSION,
+            id: String::new(),
             accessor: random_base62(ACCESSOR_LEN)?.to_string(),
             policies: vec!["root".to_owned()],
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            created: now_secs(),
             display_name: "root".to_owned(),
+            creation_ttl: 0,
+            expire_time: None,
+            explicit_max_ttl: 0,
+            num_uses: 0,
+            renewable: false,
+            period: 0,
+            parent: None,
+            meta: BTreeMap::new(),
+            entity: None,
+            path: "auth/token/root".to_owned(),
+            bound_cidrs: Vec::new(),
+            wrapping: false,
+            last_renewal: None,
+            wrapped_accessor: None,
         };
-        // Serializing a struct of strings and integers cannot fail.
-        #[allow(clippy::expect_used)]
-        let bytes = serde_json::to_vec(&entry).expect("a token entry serializes");
-        let key = self.hash_key(true).await?.ok_or(AuthError::CorruptEntry)?;
-        let path = Self::path_for(&key, &token);
-        self.barrier.put(&path, &bytes).await?;
+        let entry = self
+            .insert(&key, token.expose_secret(), stored, None)
+            .await?;
         tracing::info!(accessor = %entry.accessor, "root token created");
-        Ok(TokenSecret(token))
+        Ok(token)
     }
 
-    /// The entry of `token`, or `None` when no such token exists.
+    /// Creates a token as `request` says, with the caller-chosen text `fixed` if given.
+    ///
+    /// # Errors
+    /// [`AuthError::Sealed`]; [`AuthError::InvalidToken`] for a bad or already used `fixed`;
+    /// [`AuthError::InvalidRequest`] when the parent is gone; a storage failure.
+    pub async fn create(
+        &self,
+        request: &TokenRequest,
+        fixed: Option<&str>,
+    ) -> Result<(TokenSecret, TokenEntry), AuthError> {
+        self.create_at(request, fixed, now_secs()).await
+    }
+
+    async fn create_at(
+        &self,
+        request: &TokenRequest,
+        fixed: Option<&str>,
+        now: u64,
+    ) -> Result<(TokenSecret, TokenEntry), AuthError> {
+        let token = match fixed {
+            Some(fixed) => {
+                check_fixed_token(fixed)?;
+                TokenSecret(Zeroizing::new(fixed.to_owned()))
+            }
+            None => TokenSecret::generate()?,
+        };
+        let key = self.key().await?;
+        if fixed.is_some() {
+            let id = mac_hex(&key, &[token.expose_secret().as_bytes()]);
+            if self.load(&id).await?.is_some() {
+                return Err(AuthError::InvalidToken(
+                    "a token with this ID already exists",
+                ));
+            }
+        }
+        let parent = match &request.parent_accessor {
+            Some(accessor) => {
+                let id = self.id_of_accessor(accessor).await?;
+                let live = match &id {
+                    Some(id) => self.live(id, now).await?.is_some(),
+                    None => false,
+                };
+                if !live {
+                    return Err(AuthError::InvalidRequest(
+                        "the parent token is no longer valid".to_owned(),
+                    ));
+                }
+                id
+            }
+            None => None,
+        };
+        let is_root = request.policies.iter().any(|p| p == "root");
+        let mut ttl = match request.ttl {
+            Some(ttl) if ttl > 0 => ttl,
+            _ if request.period > 0 => request.period,
+            _ if is_root => 0,
+            _ => DEFAULT_TTL_SECS,
+        };
+        if request.explicit_max_ttl > 0 && (ttl == 0 || ttl > request.explicit_max_ttl) {
+            ttl = request.explicit_max_ttl;
+        }
+        if request.period == 0 && !is_root && ttl > MAX_TTL_SECS {
+            ttl = MAX_TTL_SECS;
+        }
+        let stored = StoredEntry {
+            v: ENTRY_VERSION,
+            id: String::new(),
+            accessor: random_base62(ACCESSOR_LEN)?.to_string(),
+            policies: request.policies.clone(),
+            created: now,
+            display_name: request.display_name.clone(),
+            creation_ttl: ttl,
+            expire_time: (ttl > 0).then(|| now + ttl),
+            explicit_max_ttl: request.explicit_max_ttl,
+            num_uses: request.num_uses,
+            // A token that never expires has nothing to renew.
+            renewable: request.renewable && ttl > 0,
+            period: request.period,
+            parent,
+            meta: request.meta.clone(),
+            entity: request.entity.clone(),
+            path: request.path.clone(),
+            bound_cidrs: request.bound_cidrs.iter().map(Cidr::to_string).collect(),
+            wrapping: false,
+            last_renewal: None,
+            wrapped_accessor: None,
+        };
+        let entry = self
+            .insert(&key, token.expose_secret(), stored, None)
+            .await?;
+        tracing::debug!(accessor = %entry.accessor, "token created");
+        Ok((token, entry))
+    }
+
+    /// Creates a wrapping token that holds `response` (bytes the caller will get back from
+    /// [`TokenStore::unwrap`]) for `ttl` seconds. `creation_path` is the path whose response
+    /// it wraps; `wrapped_accessor` the accessor of a wrapped token, if the response is one.
+    ///
+    /// # Errors
+    /// [`AuthError::Sealed`], [`AuthError::InvalidRequest`] for a zero TTL, or a storage
+    /// failure.
+    pub async fn create_wrapping(
+        &self,
+        ttl: u64,
+        creation_path: &str,
+        response: &[u8],
+        wrapped_accessor: Option<String>,
+    ) -> Result<(TokenSecret, TokenEntry), AuthError> {
+        self.create_wrapping_at(ttl, creation_path, response, wrapped_accessor, now_secs())
+            .await
+    }
+
+    async fn create_wrapping_at(
+        &self,
+        ttl: u64,
+        creation_path: &str,
+        response: &[u8],
+        wrapped_accessor: Option<String>,
+        now: u64,
+    ) -> Result<(TokenSecret, TokenEntry), AuthError> {
+        if ttl == 0 {
+            return Err(AuthError::InvalidRequest(
+                "a wrapping TTL must be at least one second".to_owned(),
+            ));
+        }
+        let token = TokenSecret::generate()?;
+        let key = self.key().await?;
+        let id = mac_hex(&key, &[token.expose_secret().as_bytes()]);
+        let stored = StoredEntry {
+            v: ENTRY_VERSION,
+            id: String::new(),
+            accessor: random_base62(ACCESSOR_LEN)?.to_string(),
+            policies: vec![WRAPPING_POLICY.to_owned()],
+            created: now,
+            display_name: String::new(),
+            creation_ttl: ttl,
+            expire_time: Some(now + ttl),
+            explicit_max_ttl: 0,
+            num_uses: 1,
+            renewable: false,
+            period: 0,
+            parent: None,
+            meta: BTreeMap::new(),
+            entity: None,
+            path: creation_path.to_owned(),
+            bound_cidrs: Vec::new(),
+            wrapping: true,
+            last_renewal: None,
+            wrapped_accessor,
+        };
+        let wrapped = format!("{WRAPPED_PREFIX}{id}");
+        let entry = self
+            .insert(
+                &key,
+                token.expose_secret(),
+                stored,
+                Some((&wrapped, response)),
+            )
+            .await?;
+        Ok((token, entry))
+    }
+
+    /// The entry of `token`, or `None` when no such token exists (or it has expired).
     ///
     /// # Errors
     /// [`AuthError::Sealed`], [`AuthError::CorruptEntry`], or a storage failure.
     pub async fn lookup(&self, token: &str) -> Result<Option<TokenEntry>, AuthError> {
-        let Some(path) = self.existing_path(token).await? else {
-            return Ok(None);
-        };
-        let Some(plain) = self.barrier.get(&path).await? else {
-            return Ok(None);
-        };
-        let stored: StoredEntry = serde_json::from_slice(plain.expose_secret()).map_err(|_| {
-            tracing::warn!(path, "token entry does not parse");
-            AuthError::CorruptEntry
-        })?;
-        if stored.v != ENTRY_VERSION {
-            tracing::warn!(
-                path,
-                version = stored.v,
-                "token entry of an unknown version"
-            );
-            return Err(AuthError::CorruptEntry);
-        }
-        Ok(Some(TokenEntry {
-            accessor: stored.accessor,
-            policies: stored.policies,
-            created: stored.created,
-            display_name: stored.display_name,
-        }))
+        self.lookup_at(token, now_secs()).await
     }
 
-    /// Revokes `token`. Returns whether it existed.
+    async fn lookup_at(&self, token: &str, now: u64) -> Result<Option<TokenEntry>, AuthError> {
+        let Some(id) = self.id_of(token).await? else {
+            return Ok(None);
+        };
+        self.live(&id, now)
+            .await?
+            .map(|(s, _)| s.to_entry())
+            .transpose()
+    }
+
+    /// The entry whose accessor is `accessor`, or `None`.
+    ///
+    /// # Errors
+    /// As [`TokenStore::lookup`].
+    pub async fn lookup_accessor(&self, accessor: &str) -> Result<Option<TokenEntry>, AuthError> {
+        let Some(id) = self.id_of_accessor(accessor).await? else {
+            return Ok(None);
+        };
+        self.live(&id, now_secs())
+            .await?
+            .map(|(s, _)| s.to_entry())
+            .transpose()
+    }
+
+    /// Looks `token` up and counts one use of it. A token on its last use is revoked (its
+    /// entry removed first, atomically, so two requests racing for the last use cannot both
+    /// have it) and its entry returned with no uses left. Wrapping tokens are not used this
+    /// way: they read as absent.
+    ///
+    /// # Errors
+    /// As [`TokenStore::lookup`].
+    pub async fn use_token(&self, token: &str) -> Result<Option<TokenEntry>, AuthError> {
+        self.use_token_at(token, now_secs()).await
+    }
+
+    async fn use_token_at(&self, token: &str, now: u64) -> Result<Option<TokenEntry>, AuthError> {
+        let Some(id) = self.id_of(token).await? else {
+            return Ok(None);
+        };
+        loop {
+            let Some((mut stored, plain)) = self.live(&id, now).await? else {
+                return Ok(None);
+            };
+            if stored.wrapping {
+                return Ok(None);
+            }
+            if stored.num_uses == 0 {
+                return stored.to_entry().map(Some);
+            }
+            stored.num_uses -= 1;
+            let path = entry_path(&id);
+            if stored.num_uses == 0 {
+                // The last use: take the entry away, then clean up after it.
+                if self
+                    .barrier
+                    .compare_and_swap(&path, Some(plain.expose_secret()), None)
+                    .await?
+                {
+                    self.remove_tree(&stored, false).await?;
+                    return stored.to_entry().map(Some);
+                }
+            } else if self
+                .barrier
+                .compare_and_swap(&path, Some(plain.expose_secret()), Some(&stored.encode()))
+                .await?
+            {
+                return stored.to_entry().map(Some);
+            }
+            // Another request used the token meanwhile: count again.
+        }
+    }
+
+    /// Renews `token` by `increment` seconds (0: by its creation TTL, or its period).
+    ///
+    /// # Errors
+    /// [`AuthError::NotFound`], [`AuthError::NotRenewable`], or a storage failure.
+    pub async fn renew(&self, token: &str, increment: u64) -> Result<Renewal, AuthError> {
+        let id = self.id_of(token).await?.ok_or(AuthError::NotFound)?;
+        self.renew_id(&id, increment, now_secs()).await
+    }
+
+    /// As [`TokenStore::renew`], naming the token by accessor.
+    ///
+    /// # Errors
+    /// As [`TokenStore::renew`].
+    pub async fn renew_accessor(
+        &self,
+        accessor: &str,
+        increment: u64,
+    ) -> Result<Renewal, AuthError> {
+        let id = self
+            .id_of_accessor(accessor)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        self.renew_id(&id, increment, now_secs()).await
+    }
+
+    async fn renew_id(&self, id: &str, increment: u64, now: u64) -> Result<Renewal, AuthError> {
+        loop {
+            let Some((mut stored, plain)) = self.live(id, now).await? else {
+                return Err(AuthError::NotFound);
+            };
+            if !stored.renewable || stored.wrapping {
+                return Err(AuthError::NotRenewable);
+            }
+            let Some(old_expire) = stored.expire_time else {
+                return Err(AuthError::NotRenewable);
+            };
+            let wanted = if stored.period > 0 {
+                stored.period
+            } else if increment > 0 {
+                increment
+            } else {
+                stored.creation_ttl
+            };
+            let mut expire = now + wanted;
+            let mut capped = false;
+            let mut limit = if stored.period > 0 {
+                u64::MAX
+            } else {
+                stored.created + MAX_TTL_SECS
+            };
+            if stored.explicit_max_ttl > 0 {
+                limit = limit.min(stored.created + stored.explicit_max_ttl);
+            }
+            if expire > limit {
+                expire = limit;
+                capped = true;
+            }
+            stored.expire_time = Some(expire);
+            stored.last_renewal = Some(now);
+            let path = entry_path(id);
+            let bytes = stored.encode();
+            let old_index = expiry_path(old_expire, id);
+            let new_index = expiry_path(expire, id);
+            // The entry first, by compare-and-swap so a concurrent use or revocation wins;
+            // then the index. A crash between the two leaves an index record that tidy
+            // finds early and skips (the entry says the token lives on) or late, when the
+            // entry's own expiry is still honoured at every lookup.
+            if self
+                .barrier
+                .compare_and_swap(&path, Some(plain.expose_secret()), Some(&bytes))
+                .await?
+            {
+                if old_index != new_index {
+                    self.barrier
+                        .batch(&[
+                            BarrierOp::Put(&new_index, b""),
+                            BarrierOp::Delete(&old_index),
+                        ])
+                        .await?;
+                }
+                return Ok(Renewal {
+                    entry: stored.to_entry()?,
+                    capped,
+                });
+            }
+        }
+    }
+
+    /// Revokes `token` and every token created from it. Returns whether it existed.
     ///
     /// # Errors
     /// [`AuthError::Sealed`] or a storage failure.
     pub async fn revoke(&self, token: &str) -> Result<bool, AuthError> {
-        let Some(path) = self.existing_path(token).await? else {
+        let Some(id) = self.id_of(token).await? else {
             return Ok(false);
         };
-        let existed = self.barrier.get(&path).await?.is_some();
-        if existed {
-            self.barrier.delete(&path).await?;
-        }
-        Ok(existed)
+        self.revoke_id(&id, false).await
     }
+
+    /// Revokes `token` only: its children become orphans.
+    ///
+    /// # Errors
+    /// As [`TokenStore::revoke`].
+    pub async fn revoke_orphan(&self, token: &str) -> Result<bool, AuthError> {
+        let Some(id) = self.id_of(token).await? else {
+            return Ok(false);
+        };
+        self.revoke_id(&id, true).await
+    }
+
+    /// Revokes the token with `accessor` and its children. Returns whether it existed.
+    ///
+    /// # Errors
+    /// As [`TokenStore::revoke`].
+    pub async fn revoke_accessor(&self, accessor: &str) -> Result<bool, AuthError> {
+        let Some(id) = self.id_of_accessor(accessor).await? else {
+            return Ok(false);
+        };
+        self.revoke_id(&id, false).await
+    }
+
+    async fn revoke_id(&self, id: &str, orphan_children: bool) -> Result<bool, AuthError> {
+        let Some((stored, _)) = self.load(id).await? else {
+            return Ok(false);
+        };
+        self.barrier.delete(&entry_path(id)).await?;
+        self.remove_tree(&stored, orphan_children).await?;
+        Ok(true)
+    }
+
+    /// With `root`'s entry already gone: removes its indexes and wrapped response, and
+    /// revokes (or orphans) its descendants, depth first without recursion.
+    async fn remove_tree(
+        &self,
+        root: &StoredEntry,
+        orphan_children: bool,
+    ) -> Result<(), AuthError> {
+        let key = self.key().await?;
+        let mut pending = vec![root.clone()];
+        let mut first = true;
+        while let Some(entry) = pending.pop() {
+            let children_prefix = format!("{PARENT_PREFIX}{}/", entry.id);
+            let children = self.barrier.list(&children_prefix).await?;
+            for link in &children {
+                let Some(child_id) = link.strip_prefix(&children_prefix) else {
+                    continue;
+                };
+                let Some((mut child, plain)) = self.load(child_id).await? else {
+                    self.barrier.delete(link).await?;
+                    continue;
+                };
+                if first && orphan_children {
+                    child.parent = None;
+                    let path = entry_path(child_id);
+                    // Lost races (a concurrent use) are retried once by rereading; a child
+                    // revoked meanwhile needs nothing.
+                    if !self
+                        .barrier
+                        .compare_and_swap(&path, Some(plain.expose_secret()), Some(&child.encode()))
+                        .await?
+                        && let Some((mut again, plain)) = self.load(child_id).await?
+                    {
+                        again.parent = None;
+                        self.barrier
+                            .compare_and_swap(
+                                &path,
+                                Some(plain.expose_secret()),
+                                Some(&again.encode()),
+                            )
+                            .await?;
+                    }
+                    self.barrier.delete(link).await?;
+                } else {
+                    self.barrier.delete(&entry_path(child_id)).await?;
+                    pending.push(child);
+                }
+            }
+            let accessor = Self::accessor_path(&key, &entry.accessor);
+            let wrapped = format!("{WRAPPED_PREFIX}{}", entry.id);
+            let entry_record = entry_path(&entry.id);
+            let expiry = entry.expire_time.map(|e| expiry_path(e, &entry.id));
+            let parent = entry
+                .parent
+                .as_ref()
+                .map(|p| format!("{PARENT_PREFIX}{p}/{}", entry.id));
+            let mut ops = vec![
+                BarrierOp::Delete(&entry_record),
+                BarrierOp::Delete(&accessor),
+                BarrierOp::Delete(&wrapped),
+            ];
+            if let Some(expiry) = &expiry {
+                ops.push(BarrierOp::Delete(expiry));
+            }
+            if let Some(parent) = &parent {
+                ops.push(BarrierOp::Delete(parent));
+            }
+            self.barrier.batch(&ops).await?;
+            first = false;
+        }
+        Ok(())
+    }
+
+    /// Takes the response a wrapping token holds, once: the token is revoked as it is read, so
+    /// a second unwrap finds nothing. `None` when the token is unknown, expired, already
+    /// used, or not a wrapping token.
+    ///
+    /// # Errors
+    /// As [`TokenStore::lookup`].
+    pub async fn unwrap(&self, token: &str) -> Result<Option<Plaintext>, AuthError> {
+        self.unwrap_at(token, now_secs()).await
+    }
+
+    async fn unwrap_at(&self, token: &str, now: u64) -> Result<Option<Plaintext>, AuthError> {
+        let Some(id) = self.id_of(token).await? else {
+            return Ok(None);
+        };
+        let Some((stored, plain)) = self.live(&id, now).await? else {
+            return Ok(None);
+        };
+        if !stored.wrapping {
+            return Ok(None);
+        }
+        // Whoever removes the entry owns the response.
+        if !self
+            .barrier
+            .compare_and_swap(&entry_path(&id), Some(plain.expose_secret()), None)
+            .await?
+        {
+            return Ok(None);
+        }
+        let response = self.barrier.get(&format!("{WRAPPED_PREFIX}{id}")).await?;
+        self.remove_tree(&stored, false).await?;
+        Ok(response)
+    }
+
+    /// Revokes every token whose expiry is at or before `now`, reading the expiry index from
+    /// its start and stopping at the first later record. Returns how many were revoked.
+    ///
+    /// # Errors
+    /// [`AuthError::Sealed`] or a storage failure.
+    pub async fn tidy(&self, now: u64) -> Result<usize, AuthError> {
+        let mut revoked = 0;
+        loop {
+            // Each pass re-reads the index from its start: what was revoked is gone from it.
+            let page = self.barrier.list_page(EXPIRY_PREFIX, None, 128).await?;
+            let mut progressed = false;
+            for key in &page.keys {
+                let Some((secs, id)) = key
+                    .strip_prefix(EXPIRY_PREFIX)
+                    .and_then(|rest| rest.split_once('/'))
+                else {
+                    self.barrier.delete(key).await?;
+                    continue;
+                };
+                let Ok(secs) = secs.parse::<u64>() else {
+                    self.barrier.delete(key).await?;
+                    continue;
+                };
+                if secs > now {
+                    return Ok(revoked);
+                }
+                match self.load(id).await? {
+                    Some((stored, _)) if stored.expire_time.is_some_and(|e| e <= now) => {
+                        self.revoke_id(id, false).await?;
+                        revoked += 1;
+                    }
+                    _ => {}
+                }
+                // A stale record (renewed or revoked token) or one just handled.
+                self.barrier.delete(key).await?;
+                progressed = true;
+            }
+            if page.next.is_none() || !progressed {
+                return Ok(revoked);
+            }
+        }
+    }
+}
+
+/// Runs [`TokenStore::tidy`] now and then every `every` while the store is unsealed, until
+/// the returned task is aborted.
+#[must_use]
+pub fn spawn_tidy(store: TokenStore, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if store.barrier.is_sealed() {
+                continue;
+            }
+            match store.tidy(now_secs()).await {
+                Ok(0) | Err(AuthError::Sealed) => {}
+                Ok(n) => tracing::info!(revoked = n, "expired tokens revoked"),
+                Err(err) => tracing::warn!(error = %err, "token tidy failed"),
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -313,6 +1185,13 @@ mod tests {
         barrier.initialize(&root).await.unwrap();
         barrier.unseal(&root).await.unwrap();
         (barrier.clone(), TokenStore::new(barrier))
+    }
+
+    fn request(policies: &[&str]) -> TokenRequest {
+        TokenRequest::new(
+            policies.iter().map(|s| (*s).to_owned()).collect(),
+            "auth/token/create",
+        )
     }
 
     #[test]
@@ -343,17 +1222,23 @@ mod tests {
         assert_eq!(entry.display_name, "root");
         assert_eq!(entry.accessor.len(), 24);
         assert!(entry.created > 1_600_000_000);
+        assert!(entry.expire_time.is_none() && !entry.renewable && entry.orphan);
         assert!(tokens.lookup("arca.nope").await.unwrap().is_none());
         // Stored only as a keyed hash: the token text appears in no path and no raw record.
         let paths = barrier.list(TOKEN_ID_PREFIX).await.unwrap();
         assert_eq!(paths.len(), 1);
         assert!(!paths[0].contains(&text[5..]));
         assert_eq!(paths[0].len(), TOKEN_ID_PREFIX.len() + 64);
-        let raw = barrier.backend().get(&paths[0]).await.unwrap().unwrap();
-        assert!(!raw.windows(8).any(|w| w == &text.as_bytes()[5..13]));
+        for path in barrier.list("sys/token/").await.unwrap() {
+            assert!(!path.contains(&entry.accessor), "{path}");
+            let raw = barrier.backend().get(&path).await.unwrap().unwrap();
+            assert!(!raw.windows(8).any(|w| w == &text.as_bytes()[5..13]));
+        }
         assert!(tokens.revoke(text).await.unwrap());
         assert!(!tokens.revoke(text).await.unwrap());
         assert!(tokens.lookup(text).await.unwrap().is_none());
+        // Only the hashing secret remains.
+        assert_eq!(barrier.list("sys/token/").await.unwrap(), [TOKEN_KEY_PATH]);
     }
 
     #[tokio::test]
@@ -379,7 +1264,6 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        assert_eq!(barrier.list("sys/token/").await.unwrap().len(), 3);
     }
 
     #[tokio::test]
@@ -388,6 +1272,9 @@ mod tests {
         let token = tokens.create_root_token(Some("dev-root")).await.unwrap();
         assert_eq!(token.expose_secret(), "dev-root");
         assert!(tokens.lookup("dev-root").await.unwrap().is_some());
+        // Recreating a fixed root token replaces it.
+        tokens.create_root_token(Some("dev-root")).await.unwrap();
+        assert_eq!(barrier.list(TOKEN_ID_PREFIX).await.unwrap().len(), 1);
         for bad in ["", "has space", "tab\t", &"x".repeat(257)] {
             assert!(matches!(
                 tokens.create_root_token(Some(bad)).await,
@@ -403,5 +1290,229 @@ mod tests {
             tokens.create_root_token(None).await,
             Err(AuthError::Sealed)
         ));
+    }
+
+    #[tokio::test]
+    async fn ttl_expiry_and_tidy_use_the_index() {
+        let (barrier, tokens) = store().await;
+        let now = 1_800_000_000;
+        let mut short = request(&["a"]);
+        short.ttl = Some(10);
+        let (t1, e1) = tokens.create_at(&short, None, now).await.unwrap();
+        assert_eq!(e1.expire_time, Some(now + 10));
+        assert_eq!(e1.ttl_at(now + 4), 6);
+        let mut long = request(&["a"]);
+        long.ttl = Some(1000);
+        let (t2, _) = tokens.create_at(&long, None, now).await.unwrap();
+        assert!(
+            tokens
+                .lookup_at(t1.expose_secret(), now + 9)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Expired: reads as absent and is revoked on the spot.
+        assert!(
+            tokens
+                .lookup_at(t1.expose_secret(), now + 10)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(tokens.load(&e1.id).await.unwrap().is_none());
+        // Tidy revokes what expired and stops at the first later record.
+        let (t3, _) = tokens.create_at(&short, None, now).await.unwrap();
+        assert_eq!(tokens.tidy(now + 5).await.unwrap(), 0);
+        assert_eq!(tokens.tidy(now + 11).await.unwrap(), 1);
+        assert!(
+            tokens
+                .lookup_at(t3.expose_secret(), now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            tokens
+                .lookup_at(t2.expose_secret(), now + 11)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(barrier.list(EXPIRY_PREFIX).await.unwrap().len(), 1);
+        // A root-policy token without a TTL never expires.
+        let (_, root) = tokens
+            .create_at(&request(&["root"]), None, now)
+            .await
+            .unwrap();
+        assert!(root.expire_time.is_none() && !root.renewable);
+        // The default TTL and the explicit maximum.
+        let (_, d) = tokens.create_at(&request(&["a"]), None, now).await.unwrap();
+        assert_eq!(d.creation_ttl, DEFAULT_TTL_SECS);
+        let mut capped = request(&["a"]);
+        capped.ttl = Some(100);
+        capped.explicit_max_ttl = 50;
+        let (_, c) = tokens.create_at(&capped, None, now).await.unwrap();
+        assert_eq!(c.creation_ttl, 50);
+    }
+
+    #[tokio::test]
+    async fn num_uses_count_down_and_the_last_use_revokes() {
+        let (_, tokens) = store().await;
+        let mut req = request(&["a"]);
+        req.num_uses = 2;
+        let (token, _) = tokens.create(&req, None).await.unwrap();
+        let t = token.expose_secret();
+        assert_eq!(tokens.lookup(t).await.unwrap().unwrap().num_uses, 2);
+        assert_eq!(tokens.use_token(t).await.unwrap().unwrap().num_uses, 1);
+        assert_eq!(tokens.use_token(t).await.unwrap().unwrap().num_uses, 0);
+        assert!(tokens.use_token(t).await.unwrap().is_none());
+        assert!(tokens.lookup(t).await.unwrap().is_none());
+        // Unlimited tokens are not written at each use.
+        let (token, _) = tokens.create(&request(&["a"]), None).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                tokens
+                    .use_token(token.expose_secret())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .num_uses,
+                0
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn renewal_moves_expiry_within_the_maximum() {
+        let (barrier, tokens) = store().await;
+        let now = 1_800_000_000;
+        let mut req = request(&["a"]);
+        req.ttl = Some(60);
+        req.explicit_max_ttl = 300;
+        let (token, entry) = tokens.create_at(&req, None, now).await.unwrap();
+        let renewed = tokens.renew_id(&entry.id, 120, now + 30).await.unwrap();
+        assert_eq!(renewed.entry.expire_time, Some(now + 150));
+        assert!(!renewed.capped);
+        let renewed = tokens.renew_id(&entry.id, 1000, now + 40).await.unwrap();
+        assert_eq!(renewed.entry.expire_time, Some(now + 300));
+        assert!(renewed.capped);
+        // Increment 0 renews by the creation TTL.
+        let renewed = tokens.renew_id(&entry.id, 0, now + 100).await.unwrap();
+        assert_eq!(renewed.entry.expire_time, Some(now + 160));
+        // The index follows: one record, at the new time.
+        let index = barrier.list(EXPIRY_PREFIX).await.unwrap();
+        assert_eq!(index, [expiry_path(now + 160, &entry.id)]);
+        let mut fixed = request(&["a"]);
+        fixed.renewable = false;
+        let (other, _) = tokens.create(&fixed, None).await.unwrap();
+        assert!(matches!(
+            tokens.renew(other.expose_secret(), 10).await,
+            Err(AuthError::NotRenewable)
+        ));
+        assert!(matches!(
+            tokens.renew("arca.unknown", 10).await,
+            Err(AuthError::NotFound)
+        ));
+        drop(token);
+    }
+
+    #[tokio::test]
+    async fn revocation_takes_children_unless_orphaned() {
+        let (barrier, tokens) = store().await;
+        let (parent, pe) = tokens.create(&request(&["a"]), None).await.unwrap();
+        let mut child_req = request(&["a"]);
+        child_req.parent_accessor = Some(pe.accessor.clone());
+        let (child, ce) = tokens.create(&child_req, None).await.unwrap();
+        assert!(!ce.orphan);
+        let mut grandchild_req = request(&["a"]);
+        grandchild_req.parent_accessor = Some(ce.accessor.clone());
+        let (grandchild, _) = tokens.create(&grandchild_req, None).await.unwrap();
+        assert!(tokens.revoke(parent.expose_secret()).await.unwrap());
+        for t in [&parent, &child, &grandchild] {
+            assert!(tokens.lookup(t.expose_secret()).await.unwrap().is_none());
+        }
+        let (parent, pe) = tokens.create(&request(&["a"]), None).await.unwrap();
+        let mut child_req = request(&["a"]);
+        child_req.parent_accessor = Some(pe.accessor.clone());
+        let (child, _) = tokens.create(&child_req, None).await.unwrap();
+        assert!(tokens.revoke_orphan(parent.expose_secret()).await.unwrap());
+        let orphan = tokens.lookup(child.expose_secret()).await.unwrap().unwrap();
+        assert!(orphan.orphan);
+        assert!(
+            tokens
+                .lookup_accessor(&orphan.accessor)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(tokens.revoke_accessor(&orphan.accessor).await.unwrap());
+        assert!(
+            tokens
+                .lookup(child.expose_secret())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Everything is cleaned up: no entry, no index record left behind.
+        let left: Vec<String> = barrier
+            .list("sys/token/")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| p != TOKEN_KEY_PATH)
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // A child of a revoked parent cannot be created.
+        let mut orphaned_req = request(&["a"]);
+        orphaned_req.parent_accessor = Some(pe.accessor);
+        assert!(matches!(
+            tokens.create(&orphaned_req, None).await,
+            Err(AuthError::InvalidRequest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn wrapping_tokens_unwrap_once_and_expire() {
+        let (barrier, tokens) = store().await;
+        let now = now_secs();
+        let (wrap, entry) = tokens
+            .create_wrapping_at(60, "auth/token/lookup-self", b"{\"data\":1}", None, now)
+            .await
+            .unwrap();
+        assert_eq!(entry.kind, TokenKind::Wrapping);
+        // Not usable as an ordinary token.
+        assert!(
+            tokens
+                .use_token(wrap.expose_secret())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let body = tokens.unwrap(wrap.expose_secret()).await.unwrap().unwrap();
+        assert_eq!(body.expose_secret(), b"{\"data\":1}");
+        assert!(tokens.unwrap(wrap.expose_secret()).await.unwrap().is_none());
+        assert!(barrier.list(WRAPPED_PREFIX).await.unwrap().is_empty());
+        let (wrap, _) = tokens
+            .create_wrapping_at(5, "x", b"{}", None, now - 10)
+            .await
+            .unwrap();
+        assert!(tokens.unwrap(wrap.expose_secret()).await.unwrap().is_none());
+        assert!(barrier.list(WRAPPED_PREFIX).await.unwrap().is_empty());
+        // An ordinary token does not unwrap.
+        let (plain, _) = tokens.create(&request(&["a"]), None).await.unwrap();
+        assert!(
+            tokens
+                .unwrap(plain.expose_secret())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            tokens
+                .lookup(plain.expose_secret())
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -125,6 +125,11 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
             .await
             .context("cannot open the store")?,
     );
+    if let Some(audit) = &config.audit {
+        let device = crate::audit::Device::from_config(&audit.file_path)
+            .with_context(|| format!("cannot open the audit log {}", audit.file_path.display()))?;
+        arca.audit().enable(device);
+    }
 
     if args.dev {
         let dir = config.storage.path.clone().unwrap_or_default();
@@ -161,8 +166,11 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
         out.flush()?;
     }
     tracing::info!(address = %local, tls = tls.is_some(), "listening");
+    // Expired tokens are revoked from the expiry index, at start and then periodically.
+    let tidy = crate::auth::token::spawn_tidy(arca.tokens().clone(), Duration::from_secs(5));
     serve(listener, application, tls, shutdown_signal()).await?;
     tracing::info!("shutting down");
+    tidy.abort();
     arca.barrier().flush().await.ok();
     Ok(())
 }

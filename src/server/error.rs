@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::AuthError;
+use crate::policy::PolicyError;
 use crate::seal::SealError;
 use arca_storage::BarrierError;
 
@@ -125,6 +126,19 @@ impl From<SealError> for ApiError {
             }
             E::Barrier(inner) => inner.into(),
             E::Auth(inner) => inner.into(),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(err: PolicyError) -> Self {
+        match err {
+            PolicyError::Sealed => Self::sealed(),
+            PolicyError::Parse(_) | PolicyError::InvalidName(_) | PolicyError::Protected(_) => {
+                Self::bad_request(err.to_string())
+            }
+            PolicyError::Barrier(inner) => inner.into(),
             other => Self::internal(&other),
         }
     }

@@ -3,9 +3,16 @@
 //!
 //! The wire types here are this layer's own; domain types never derive `Serialize` for it.
 
+pub mod audit;
+pub mod auth;
 pub mod kv;
 pub mod mounts;
+pub mod policy;
 pub mod sys;
+pub mod wrapping;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,11 +23,16 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{AppState, RequestId};
-use crate::auth::TokenEntry;
+use crate::auth::{TokenEntry, TokenKind};
 
 /// Every Vault route this server knows.
 pub(crate) fn routes() -> Router<AppState> {
-    sys::routes().merge(mounts::routes())
+    sys::routes()
+        .merge(mounts::routes())
+        .merge(auth::routes())
+        .merge(policy::routes())
+        .merge(wrapping::routes())
+        .merge(audit::routes())
 }
 
 /// A JSON request body, parsed with Vault's error shape: malformed JSON and wrong types are 400,
@@ -89,29 +101,129 @@ pub(crate) fn client_token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Resolves the request's token. 503 when sealed; 403 `permission denied` when the token is
-/// missing or unknown (Vault answers both alike).
-pub(crate) async fn authenticate(
+pub(crate) use crate::policy::Capability;
+
+/// The internal header carrying the peer's address from the connection to the handlers (set
+/// by the server's outermost layer, which first removes any copy a client sent).
+pub(crate) const REMOTE_ADDR_HEADER: &str = "x-arca-remote-addr";
+
+/// Who is calling, once [`authorize`] has let a request through. Holds no secret: the token
+/// itself is never kept here, only its accessor.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// The accessor of the caller's token.
+    pub token_accessor: String,
+    /// The token's policies.
+    pub policies: Vec<String>,
+    /// The identity behind the token, e.g. the AppRole role name.
+    pub entity: Option<String>,
+    /// The token's metadata.
+    // Part of the request context every handler gets; not every handler needs each field.
+    #[allow(dead_code)]
+    pub metadata: BTreeMap<String, String>,
+    /// The peer address of the connection.
+    #[allow(dead_code)]
+    pub remote_addr: Option<IpAddr>,
+}
+
+/// The peer address the server's outer layer recorded for this request.
+pub(crate) fn remote_addr(headers: &HeaderMap) -> Option<IpAddr> {
+    headers
+        .get(REMOTE_ADDR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Resolves the token, checks that its policies grant `cap` on `path` (the request path after
+/// `/v1/`, e.g. `secret/data/app/db`; a list is checked on the path with a trailing `/`),
+/// counts a use of the token, and returns the caller. 403 `permission denied` (nothing else)
+/// when denied; 503 when sealed. The root policy allows everything.
+pub(crate) async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<TokenEntry, ApiError> {
+    path: &str,
+    cap: Capability,
+) -> Result<Caller, ApiError> {
+    authorize_all(state, headers, path, &[cap]).await
+}
+
+/// As [`authorize`], requiring every capability in `caps` (e.g. `[Update, Sudo]` for a
+/// root-protected endpoint). One use of the token is counted, after the check passes.
+pub(crate) async fn authorize_all(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    caps: &[Capability],
+) -> Result<Caller, ApiError> {
+    let entry = resolve(state, headers).await?;
+    let acl = state.arca.policies().acl(&entry.policies).await?;
+    if !caps.iter().all(|cap| acl.allows(path, *cap)) {
+        return Err(ApiError::permission_denied());
+    }
+    let entry = use_token(state, headers).await?;
+    Ok(caller_of(entry, headers))
+}
+
+/// The request context of a resolved token.
+pub(crate) fn caller_of(entry: TokenEntry, headers: &HeaderMap) -> Caller {
+    Caller {
+        token_accessor: entry.accessor,
+        policies: entry.policies,
+        entity: entry.entity,
+        metadata: entry.meta,
+        remote_addr: remote_addr(headers),
+    }
+}
+
+/// Looks the request's token up without counting a use: 503 when sealed; 403 when it is
+/// missing, unknown, expired, a wrapping token, or used from outside its CIDR bounds.
+pub(crate) async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<TokenEntry, ApiError> {
     if state.arca.barrier().is_sealed() {
         return Err(ApiError::sealed());
     }
-    let token = client_token(headers).ok_or_else(ApiError::permission_denied)?;
-    if token.is_empty() {
-        return Err(ApiError::permission_denied());
-    }
-    state
+    let token = client_token(headers)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(ApiError::permission_denied)?;
+    let entry = state
         .arca
         .tokens()
         .lookup(token)
         .await?
+        .ok_or_else(ApiError::permission_denied)?;
+    if entry.kind != TokenKind::Service
+        || !crate::auth::cidr::allowed(&entry.bound_cidrs, remote_addr(headers))
+    {
+        return Err(ApiError::permission_denied());
+    }
+    Ok(entry)
+}
+
+/// Counts one use of the request's token (see [`crate::auth::TokenStore::use_token`]).
+async fn use_token(state: &AppState, headers: &HeaderMap) -> Result<TokenEntry, ApiError> {
+    let token = client_token(headers)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(ApiError::permission_denied)?;
+    state
+        .arca
+        .tokens()
+        .use_token(token)
+        .await?
         .ok_or_else(ApiError::permission_denied)
 }
 
-/// As [`authenticate`], and the token must hold `sudo` on the path. Until ACL policies exist,
-/// only the `root` policy grants it.
+/// Resolves the request's token and counts a use, without a policy check: for endpoints any
+/// valid token may call. 503 when sealed; 403 `permission denied` when the token is missing
+/// or unknown (Vault answers both alike).
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<TokenEntry, ApiError> {
+    resolve(state, headers).await?;
+    use_token(state, headers).await
+}
+
+/// As [`authenticate`], and the token must hold the `root` policy: for the seal and rotation
+/// endpoints, which Vault reserves to root (sudo) callers.
 pub(crate) async fn authenticate_sudo(
     state: &AppState,
     headers: &HeaderMap,
