@@ -5,6 +5,7 @@
 //! two; [`normalize_args`] rewrites the single-dash long form before clap parses.
 
 mod audit;
+mod kms;
 mod operator;
 mod server;
 
@@ -29,6 +30,11 @@ enum Command {
     },
     /// Prints the seal status. Exit code 0: unsealed, 2: sealed, 1: error.
     Status(ClientArgs),
+    /// KMS over the AWS API (create-key, encrypt, decrypt, ...) and its access keys.
+    Kms {
+        #[command(subcommand)]
+        command: kms::KmsCommand,
+    },
     /// Audit log tools: verify a log's hash chain.
     Audit {
         #[command(subcommand)]
@@ -121,6 +127,7 @@ pub fn run() -> i32 {
             Command::Server(args) => server::run(args).await,
             Command::Operator { command } => operator::run(command).await,
             Command::Status(args) => operator::status(&args).await,
+            Command::Kms { command } => kms::run(command).await,
             Command::Audit { command } => audit::run(command),
         }
     })

@@ -94,7 +94,7 @@ impl DataKeySpec {
     ///
     /// # Errors
     /// [`KmsError::InvalidArgument`] for `Bytes(0)` or more than 1024 bytes.
-    pub fn len(self) -> Result<usize, KmsError> {
+    pub fn byte_len(self) -> Result<usize, KmsError> {
         match self {
             Self::Aes256 => Ok(32),
             Self::Aes128 => Ok(16),

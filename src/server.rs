@@ -9,6 +9,7 @@
 //! (method, path, status, latency; never headers, query strings or bodies), a request timeout,
 //! and a body size limit.
 
+pub mod aws;
 pub mod error;
 pub mod vault;
 
@@ -73,6 +74,7 @@ pub fn app(arca: Arc<Arca>, options: ServerOptions) -> Router {
     };
     Router::new()
         .merge(vault::routes())
+        .merge(aws::routes())
         .fallback(fallback)
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(limit))

@@ -606,6 +606,17 @@ impl Scope<'_> {
         })
     }
 
+    /// The material of `version` of `key`, for a cryptographic operation: the key must be
+    /// usable (enabled) now.
+    pub(crate) async fn usable_material(
+        &self,
+        key: &Key,
+        version: u32,
+    ) -> Result<KeyMaterial, KmsError> {
+        self.check_usable(key)?;
+        self.material(key, version).await
+    }
+
     /// Runs a due automatic rotation of `key` before it is used, and returns the key as it is
     /// afterwards.
     async fn rotate_if_due(&self, key: Key) -> Result<Key, KmsError> {
@@ -1448,8 +1459,9 @@ impl Scope<'_> {
         let parsed = parse_blob(blob).map_err(|_| KmsError::InvalidCiphertext)?;
         let id = parsed.key_id();
         if let Some(expected) = expected_key {
-            let expected_id = self.resolve_id(expected).await?;
-            if expected_id != id {
+            // The named key must exist (NotFound otherwise), and be the blob's.
+            let expected = self.key(expected).await?;
+            if expected.id() != id {
                 return Err(KmsError::IncorrectKey);
             }
         }
@@ -1484,7 +1496,7 @@ impl Scope<'_> {
         spec: DataKeySpec,
         context: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
-        let len = spec.len()?;
+        let len = spec.byte_len()?;
         let key = self.encryption_key(key_id, "GenerateDataKey").await?;
         let plaintext = random_bytes(len)?;
         let ciphertext_blob = self.seal_blob(&key, &plaintext, context).await?;

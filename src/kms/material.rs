@@ -308,7 +308,7 @@ impl HashAlgorithm {
 
     /// The digest length in bytes.
     #[must_use]
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Self::Sha224 => 28,
             Self::Sha256 => 32,

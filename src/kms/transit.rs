@@ -226,6 +226,10 @@ pub struct ConfigUpdate {
     pub auto_rotate_period: Option<u64>,
 }
 
+/// One item of [`Transit::encrypt_many`]: plaintext, associated data, key version (0: the
+/// latest).
+pub type EncryptItem = (Zeroizing<Vec<u8>>, Vec<u8>, u32);
+
 /// How an ECDSA signature is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Marshaling {
@@ -671,7 +675,7 @@ impl Transit<'_> {
         plaintext: &[u8],
         associated_data: &[u8],
     ) -> Result<String, TransitError> {
-        let material = self.scope.material(&loaded.key, version).await?;
+        let material = self.scope.usable_material(&loaded.key, version).await?;
         let mut nonce = [0u8; NONCE_LEN];
         arca_storage::keys::fill_random(&mut nonce).map_err(KmsError::from)?;
         let sealed = material.aead_seal(&nonce, associated_data, plaintext)?;
@@ -743,7 +747,7 @@ impl Transit<'_> {
     pub async fn encrypt_many(
         &self,
         name: &str,
-        items: &[(Zeroizing<Vec<u8>>, Vec<u8>, u32)],
+        items: &[EncryptItem],
         create_type: Option<TransitKeyType>,
     ) -> Result<Vec<Result<(String, u32), TransitError>>, TransitError> {
         let loaded = match self.load(name).await? {
@@ -782,7 +786,7 @@ impl Transit<'_> {
         if raw.len() < NONCE_LEN {
             return Err(invalid(ERR_AUTH_FAILED));
         }
-        let material = self.scope.material(&loaded.key, version).await?;
+        let material = self.scope.usable_material(&loaded.key, version).await?;
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
         material
             .aead_open(nonce, associated_data, sealed)
@@ -878,7 +882,7 @@ impl Transit<'_> {
     async fn hmac_key(&self, loaded: &Loaded, version: u32) -> Result<KeyMaterial, TransitError> {
         Ok(self
             .scope
-            .material(&loaded.key, version)
+            .usable_material(&loaded.key, version)
             .await?
             .derived(HMAC_INFO))
     }
@@ -953,7 +957,7 @@ impl Transit<'_> {
             )));
         }
         let version = Self::encryption_version(&loaded, options.key_version, "signing")?;
-        let material = self.scope.material(&loaded.key, version).await?;
+        let material = self.scope.usable_material(&loaded.key, version).await?;
         let raw = match loaded.key_type {
             TransitKeyType::Ed25519 => material.sign_ed25519(input),
             _ => {
@@ -1002,7 +1006,7 @@ impl Transit<'_> {
             Marshaling::Jws => URL_SAFE_NO_PAD.decode(body),
         }
         .map_err(|_| invalid("invalid base64 signature value"))?;
-        let material = self.scope.material(&loaded.key, version).await?;
+        let material = self.scope.usable_material(&loaded.key, version).await?;
         Ok(match loaded.key_type {
             TransitKeyType::Ed25519 => material.verify_ed25519(input, &raw),
             _ => {

@@ -9,6 +9,7 @@ pub mod kv;
 pub mod mounts;
 pub mod policy;
 pub mod sys;
+pub mod transit;
 pub mod wrapping;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(policy::routes())
         .merge(wrapping::routes())
         .merge(audit::routes())
+        .merge(transit::routes())
 }
 
 /// A JSON request body, parsed with Vault's error shape: malformed JSON and wrong types are 400,

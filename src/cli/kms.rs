@@ -1,0 +1,550 @@
+//! `arca kms ...`: the common KMS operations over arca's AWS API, and the access keys that API
+//! checks signatures against.
+//!
+//! The KMS commands are an AWS client like any other: they sign each request with SigV4 (the
+//! `aws-sigv4` signer) using `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` and the region
+//! `AWS_REGION` (default `us-east-1`), so they exercise exactly what boto3 or the aws CLI
+//! would. `arca kms access-key ...` manages those keys through the Vault-style endpoint
+//! `sys/aws/access-keys` and needs a root token (`ARCA_TOKEN`).
+
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use super::{ClientArgs, Format};
+
+/// Where the AWS API is and who signs.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct AwsArgs {
+    /// The server address.
+    #[arg(long, env = "ARCA_ADDR", default_value = "http://127.0.0.1:8200")]
+    address: String,
+    /// The region (state is kept per region).
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// The access key id (`arca kms access-key create` makes one; any works with `--dev`).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    access_key_id: Option<String>,
+    /// The secret access key. Prefer the environment variable: arguments show in `ps`.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    secret_access_key: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum KmsCommand {
+    /// Creates a key (CreateKey) and prints its id and ARN.
+    CreateKey {
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// The description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// SYMMETRIC_DEFAULT, HMAC_256, ECC_NIST_P256 or ECC_NIST_EDWARDS25519.
+        #[arg(long, default_value = "SYMMETRIC_DEFAULT")]
+        key_spec: String,
+        /// Also create this alias (`alias/...`) for it.
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// Lists the keys of the region (ListKeys, every page).
+    ListKeys {
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Describes a key (DescribeKey).
+    DescribeKey {
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Encrypts at most 4096 bytes (Encrypt) and prints the ciphertext blob as base64.
+    Encrypt {
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// The plaintext; without it, standard input is read. Prefer standard input for
+        /// secrets: arguments show in `ps`.
+        #[arg(long)]
+        plaintext: Option<String>,
+        /// Encryption context pairs, `key=value` (repeatable).
+        #[arg(long = "encryption-context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+    },
+    /// Decrypts a base64 ciphertext blob (Decrypt) and writes the plaintext to standard output.
+    Decrypt {
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// The ciphertext blob, base64; without it, standard input is read.
+        #[arg(long)]
+        ciphertext_blob: Option<String>,
+        /// Encryption context pairs, `key=value` (repeatable); must match the encryption's.
+        #[arg(long = "encryption-context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+        /// Print the plaintext as base64 instead of raw bytes.
+        #[arg(long)]
+        base64: bool,
+    },
+    /// Generates a data key (GenerateDataKey): prints the plaintext and the wrapped key, both
+    /// base64.
+    GenerateDataKey {
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Key id, key ARN, alias name or alias ARN.
+        #[arg(long)]
+        key_id: String,
+        /// AES_256 or AES_128 (default AES_256 unless --number-of-bytes is given).
+        #[arg(long, conflicts_with = "number_of_bytes")]
+        key_spec: Option<String>,
+        /// A data key of this many bytes (1 to 1024).
+        #[arg(long)]
+        number_of_bytes: Option<u32>,
+        /// Encryption context pairs, `key=value` (repeatable).
+        #[arg(long = "encryption-context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+    },
+    /// Manages the access keys the AWS API accepts (needs a root token).
+    AccessKey {
+        #[command(subcommand)]
+        command: AccessKeyCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AccessKeyCommand {
+    /// Creates an access key and prints its id and secret (shown only this once).
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The identity the key acts as.
+        #[arg(long, default_value = "aws")]
+        display_name: String,
+        /// A policy the key carries (repeatable; default `root`).
+        #[arg(long = "policy")]
+        policies: Vec<String>,
+    },
+    /// Lists access key ids (never secrets).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deletes an access key.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The access key id.
+        id: String,
+    },
+}
+
+pub(crate) async fn run(command: KmsCommand) -> i32 {
+    match run_inner(command).await {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            1
+        }
+    }
+}
+
+fn context_map(pairs: &[String]) -> anyhow::Result<Value> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("encryption context {pair:?} must be KEY=VALUE"))?;
+        map.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    Ok(Value::Object(map))
+}
+
+fn read_stdin() -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .context("cannot read standard input")?;
+    Ok(buf)
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run_inner(command: KmsCommand) -> anyhow::Result<()> {
+    match command {
+        KmsCommand::CreateKey {
+            aws,
+            description,
+            key_spec,
+            alias,
+        } => {
+            let client = AwsClient::new(&aws)?;
+            let out = client
+                .call(
+                    "CreateKey",
+                    &json!({ "Description": description, "KeySpec": key_spec }),
+                )
+                .await?;
+            let id = out["KeyMetadata"]["KeyId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(alias) = &alias {
+                client
+                    .call(
+                        "CreateAlias",
+                        &json!({ "AliasName": alias, "TargetKeyId": id }),
+                    )
+                    .await?;
+            }
+            if aws.format == Format::Json {
+                print_json(&out)
+            } else {
+                println!("KeyId  {id}");
+                println!(
+                    "Arn    {}",
+                    out["KeyMetadata"]["Arn"].as_str().unwrap_or_default()
+                );
+                if let Some(alias) = alias {
+                    println!("Alias  {alias}");
+                }
+                Ok(())
+            }
+        }
+        KmsCommand::ListKeys { aws } => {
+            let client = AwsClient::new(&aws)?;
+            let mut keys = Vec::new();
+            let mut marker: Option<String> = None;
+            loop {
+                let mut body = json!({ "Limit": 1000 });
+                if let Some(m) = &marker {
+                    body["Marker"] = json!(m);
+                }
+                let out = client.call("ListKeys", &body).await?;
+                if let Some(page) = out["Keys"].as_array() {
+                    keys.extend(page.iter().cloned());
+                }
+                match out["NextMarker"].as_str() {
+                    Some(next) if out["Truncated"] == json!(true) => marker = Some(next.to_owned()),
+                    _ => break,
+                }
+            }
+            if aws.format == Format::Json {
+                print_json(&json!({ "Keys": keys }))
+            } else {
+                for key in keys {
+                    println!("{}", key["KeyArn"].as_str().unwrap_or_default());
+                }
+                Ok(())
+            }
+        }
+        KmsCommand::DescribeKey { aws, key_id } => {
+            let client = AwsClient::new(&aws)?;
+            let out = client
+                .call("DescribeKey", &json!({ "KeyId": key_id }))
+                .await?;
+            if aws.format == Format::Json {
+                print_json(&out)
+            } else {
+                let meta = &out["KeyMetadata"];
+                for field in [
+                    "KeyId",
+                    "Arn",
+                    "KeySpec",
+                    "KeyUsage",
+                    "KeyState",
+                    "Description",
+                ] {
+                    println!("{field:<12} {}", meta[field].as_str().unwrap_or_default());
+                }
+                Ok(())
+            }
+        }
+        KmsCommand::Encrypt {
+            aws,
+            key_id,
+            plaintext,
+            context,
+        } => {
+            let client = AwsClient::new(&aws)?;
+            let plaintext = match plaintext {
+                Some(text) => Zeroizing::new(text.into_bytes()),
+                None => read_stdin()?,
+            };
+            let body = json!({
+                "KeyId": key_id,
+                "Plaintext": STANDARD.encode(plaintext.as_slice()),
+                "EncryptionContext": context_map(&context)?,
+            });
+            let out = client.call("Encrypt", &body).await?;
+            if aws.format == Format::Json {
+                print_json(&out)
+            } else {
+                println!("{}", out["CiphertextBlob"].as_str().unwrap_or_default());
+                Ok(())
+            }
+        }
+        KmsCommand::Decrypt {
+            aws,
+            ciphertext_blob,
+            context,
+            base64,
+        } => {
+            let client = AwsClient::new(&aws)?;
+            let blob = match ciphertext_blob {
+                Some(text) => text,
+                None => String::from_utf8(read_stdin()?.to_vec())
+                    .context("the ciphertext blob on standard input must be base64 text")?,
+            };
+            let body = json!({
+                "CiphertextBlob": blob.trim(),
+                "EncryptionContext": context_map(&context)?,
+            });
+            let out = Zeroizing::new(client.call("Decrypt", &body).await?.to_string());
+            let out: Value = serde_json::from_str(&out)?;
+            let encoded = out["Plaintext"].as_str().unwrap_or_default();
+            if aws.format == Format::Json {
+                return print_json(&out);
+            }
+            if base64 {
+                println!("{encoded}");
+            } else {
+                let plaintext = Zeroizing::new(
+                    STANDARD
+                        .decode(encoded)
+                        .context("the server's plaintext is not base64")?,
+                );
+                std::io::stdout().write_all(&plaintext)?;
+            }
+            Ok(())
+        }
+        KmsCommand::GenerateDataKey {
+            aws,
+            key_id,
+            key_spec,
+            number_of_bytes,
+            context,
+        } => {
+            let client = AwsClient::new(&aws)?;
+            let mut body = json!({
+                "KeyId": key_id,
+                "EncryptionContext": context_map(&context)?,
+            });
+            match (key_spec, number_of_bytes) {
+                (_, Some(n)) => body["NumberOfBytes"] = json!(n),
+                (spec, None) => body["KeySpec"] = json!(spec.unwrap_or_else(|| "AES_256".into())),
+            }
+            let out = client.call("GenerateDataKey", &body).await?;
+            if aws.format == Format::Json {
+                print_json(&out)
+            } else {
+                println!(
+                    "Plaintext       {}",
+                    out["Plaintext"].as_str().unwrap_or_default()
+                );
+                println!(
+                    "CiphertextBlob  {}",
+                    out["CiphertextBlob"].as_str().unwrap_or_default()
+                );
+                println!(
+                    "KeyId           {}",
+                    out["KeyId"].as_str().unwrap_or_default()
+                );
+                Ok(())
+            }
+        }
+        KmsCommand::AccessKey { command } => access_key(command).await,
+    }
+}
+
+async fn access_key(command: AccessKeyCommand) -> anyhow::Result<()> {
+    match command {
+        AccessKeyCommand::Create {
+            client,
+            display_name,
+            policies,
+        } => {
+            let api = client.client()?;
+            let mut body = json!({ "display_name": display_name });
+            if !policies.is_empty() {
+                body["policies"] = json!(policies);
+            }
+            let out = api
+                .post("sys/aws/access-keys", &body)
+                .await?
+                .context("the server returned no access key")?;
+            if client.format == Format::Json {
+                return print_json(&out);
+            }
+            let data = &out["data"];
+            println!(
+                "AWS_ACCESS_KEY_ID={}",
+                data["access_key_id"].as_str().unwrap_or_default()
+            );
+            println!(
+                "AWS_SECRET_ACCESS_KEY={}",
+                data["secret_access_key"].as_str().unwrap_or_default()
+            );
+            eprintln!("The secret access key is shown only this once.");
+            Ok(())
+        }
+        AccessKeyCommand::List { client } => {
+            let api = client.client()?;
+            let out = api
+                .get("sys/aws/access-keys")
+                .await?
+                .context("the server returned no list")?;
+            if client.format == Format::Json {
+                return print_json(&out);
+            }
+            for id in out["data"]["keys"].as_array().into_iter().flatten() {
+                let id = id.as_str().unwrap_or_default();
+                let info = &out["data"]["key_info"][id];
+                println!(
+                    "{id}  {}  {}",
+                    info["display_name"].as_str().unwrap_or_default(),
+                    info["policies"]
+                );
+            }
+            Ok(())
+        }
+        AccessKeyCommand::Delete { client, id } => {
+            let api = client.client()?;
+            api.delete(&format!("sys/aws/access-keys/{id}")).await?;
+            println!("Deleted access key {id}");
+            Ok(())
+        }
+    }
+}
+
+/// A minimal SigV4-signing client of arca's AWS JSON API.
+struct AwsClient {
+    http: reqwest::Client,
+    address: String,
+    host: String,
+    region: String,
+    access_key_id: String,
+    secret: Zeroizing<String>,
+}
+
+impl AwsClient {
+    fn new(args: &AwsArgs) -> anyhow::Result<Self> {
+        let address = args.address.trim_end_matches('/').to_owned();
+        let url = reqwest::Url::parse(&address)
+            .with_context(|| format!("the address {address:?} is not a URL"))?;
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => bail!("the address {address:?} has no host"),
+        };
+        let (Some(access_key_id), Some(secret)) =
+            (args.access_key_id.clone(), args.secret_access_key.clone())
+        else {
+            bail!(
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (create a key with `arca kms \
+                 access-key create`; with a --dev server any values work)"
+            );
+        };
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        if let Ok(path) = std::env::var("ARCA_CACERT") {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            for cert in CertificateDer::pem_file_iter(&path)
+                .with_context(|| format!("cannot read ARCA_CACERT {path}"))?
+                .flatten()
+            {
+                let _ = roots.add(cert);
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            http,
+            address,
+            host,
+            region: args.region.clone(),
+            access_key_id,
+            secret: Zeroizing::new(secret),
+        })
+    }
+
+    /// Calls `TrentService.<operation>` with `body`; an AWS error becomes an error naming its
+    /// code and message.
+    async fn call(&self, operation: &str, body: &Value) -> anyhow::Result<Value> {
+        let body = Zeroizing::new(serde_json::to_vec(body)?);
+        let target = format!("TrentService.{operation}");
+        let headers = [
+            ("host", self.host.as_str()),
+            ("content-type", crate::server::aws::CONTENT_TYPE),
+            ("x-amz-target", target.as_str()),
+        ];
+        let identity = aws_credential_types::Credentials::new(
+            &self.access_key_id,
+            self.secret.as_str(),
+            None,
+            None,
+            "arca-cli",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("kms")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()?
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            format!("{}/", self.address),
+            headers.iter().copied(),
+            SignableBody::Bytes(&body),
+        )?;
+        let (instructions, _) = sign(signable, &params)?.into_parts();
+        let mut request = self.http.post(format!("{}/", self.address));
+        for (name, value) in headers.iter().skip(1) {
+            request = request.header(*name, *value);
+        }
+        for (name, value) in instructions.headers() {
+            request = request.header(name, value);
+        }
+        let response = request
+            .body(body.to_vec())
+            .send()
+            .await
+            .with_context(|| format!("cannot reach arca at {}", self.address))?;
+        let status = response.status();
+        let text = Zeroizing::new(response.text().await?);
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        bail!(
+            "{} ({}): {}",
+            value["__type"].as_str().unwrap_or("error"),
+            status.as_u16(),
+            value["message"].as_str().unwrap_or_default()
+        )
+    }
+}

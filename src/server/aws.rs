@@ -1,0 +1,475 @@
+//! The AWS JSON 1.1 front door: `POST /` with `X-Amz-Target: <Service>.<Operation>`.
+//!
+//! AWS SDKs, boto3 and the aws CLI talk to arca exactly as to AWS once their endpoint is
+//! overridden. This module does what every AWS JSON service shares, then hands the operation
+//! to the service's file ([`kms`] for `TrentService.*`; `secretsmanager.*` answers
+//! `UnknownOperationException` until that service exists here):
+//!
+//! - **Authentication**: SigV4 ([`sigv4`]). The region comes from the credential scope, and
+//!   state is kept per region. In development mode any access key is accepted without a
+//!   signature check, as local emulators do, so `AWS_ACCESS_KEY_ID=test` works.
+//! - **Errors**: AWS's shape, `{"__type": "<Code>", "message": "..."}`, with the code also in
+//!   `X-Amzn-ErrorType`, the request id in `x-amzn-RequestId`, 400 for client errors and 500
+//!   for server faults (which SDKs retry). Malformed JSON, a missing target or an unknown
+//!   operation get these shapes too, never HTML.
+//! - **Test harnesses**: with `--dev`, `POST /moto-api/reset` wipes the AWS-side state, as
+//!   moto's server does, so suites written against moto run unchanged. Outside development
+//!   mode the path does not exist.
+//!
+//! The Vault-style endpoint `sys/aws/access-keys` that manages the access keys lives here too:
+//! it belongs to this API, not to Vault's.
+
+pub mod kms;
+pub mod sigv4;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::error::ApiError;
+use super::vault::{Capability, authorize_all, envelope};
+use super::{AppState, RequestId, no_content};
+use crate::kms::KmsError;
+
+/// The content type of every AWS JSON 1.1 answer.
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// The AWS routes: `POST /`, the development reset, and the access-key endpoints.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", post(dispatch))
+        .route("/moto-api/reset", post(reset))
+        .route(
+            "/v1/sys/aws/access-keys",
+            get(list_access_keys)
+                .post(create_access_key)
+                .put(create_access_key)
+                .fallback(list_verb_access_keys),
+        )
+        .route(
+            "/v1/sys/aws/access-keys/{id}",
+            get(read_access_key).delete(delete_access_key),
+        )
+}
+
+/// An error answered in AWS's shape.
+#[derive(Debug)]
+pub struct AwsError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl AwsError {
+    /// A 400 with `code` and `message`.
+    pub fn client(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 500 whose detail goes to the log only.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error in the AWS API");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "KMSInternalException",
+            message: "internal error".into(),
+        }
+    }
+
+    /// 503 while the store is sealed (SDKs retry it, then report it).
+    #[must_use]
+    pub fn sealed() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "ServiceUnavailableException",
+            message: "arca is sealed".into(),
+        }
+    }
+
+    /// `SerializationException`: the body is not the JSON the operation takes.
+    pub fn serialization(message: impl Into<String>) -> Self {
+        Self::client("SerializationException", message)
+    }
+
+    /// `ValidationException`.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::client("ValidationException", message)
+    }
+
+    /// The `__type` code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The answer, carrying `request_id`.
+    #[must_use]
+    pub fn into_response_with(self, request_id: &str) -> Response {
+        let body = json!({ "__type": self.code, "message": self.message });
+        let mut response = (self.status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        headers.insert("x-amzn-errortype", HeaderValue::from_static(self.code));
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            headers.insert("x-amzn-requestid", id);
+        }
+        response
+    }
+}
+
+impl From<KmsError> for AwsError {
+    fn from(err: KmsError) -> Self {
+        use KmsError as E;
+        let message = err.to_string();
+        let code = match err {
+            E::NotFound(_) => "NotFoundException",
+            E::Disabled(_) => "DisabledException",
+            E::PendingDeletion(_) | E::InvalidState(_) => "KMSInvalidStateException",
+            E::InvalidCiphertext => "InvalidCiphertextException",
+            E::IncorrectKey => "IncorrectKeyException",
+            E::InvalidKeyUsage(_) => "InvalidKeyUsageException",
+            E::InvalidArgument(_) => "ValidationException",
+            E::InvalidAliasName(_) => "InvalidAliasNameException",
+            E::NotAuthorized(_) => "NotAuthorizedException",
+            E::InvalidMarker => "InvalidMarkerException",
+            E::Unsupported(_) => "UnsupportedOperationException",
+            E::AlreadyExists(_) => "AlreadyExistsException",
+            E::LimitExceeded(_) => "LimitExceededException",
+            E::InvalidSignature => "KMSInvalidSignatureException",
+            E::InvalidMac => "KMSInvalidMacException",
+            E::Tag(_) => "TagException",
+            E::Sealed => return Self::sealed(),
+            E::Internal(_) => return Self::internal(&err),
+        };
+        Self::client(code, message)
+    }
+}
+
+/// A successful AWS answer.
+fn ok(body: &Value, request_id: &str) -> Response {
+    let mut response = (StatusCode::OK, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+/// The services behind `POST /`, by the prefix of `X-Amz-Target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Kms,
+}
+
+impl Service {
+    /// The service's name in SigV4 credential scopes.
+    fn signing_name(self) -> &'static str {
+        match self {
+            Self::Kms => "kms",
+        }
+    }
+}
+
+/// `POST /`: authenticate, parse, run the operation, answer in AWS's shape.
+async fn dispatch(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = request_id.0;
+    match dispatch_inner(&state, &method, &uri, &headers, &body).await {
+        Ok(value) => ok(&value, &request_id),
+        Err(err) => {
+            tracing::debug!(code = err.code, "AWS request failed");
+            err.into_response_with(&request_id)
+        }
+    }
+}
+
+async fn dispatch_inner(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, AwsError> {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            AwsError::client(
+                "UnknownOperationException",
+                "the request has no X-Amz-Target header",
+            )
+        })?;
+    let (prefix, operation) = target.split_once('.').unwrap_or((target, ""));
+    let service = match prefix {
+        "TrentService" => Service::Kms,
+        // Secrets Manager and any other service: not (yet) served on this endpoint.
+        _ => {
+            return Err(AwsError::client(
+                "UnknownOperationException",
+                format!("unknown operation {target}"),
+            ));
+        }
+    };
+    if state.arca.barrier().is_sealed() {
+        return Err(AwsError::sealed());
+    }
+    let caller =
+        sigv4::authenticate(state, method, uri, headers, body, service.signing_name()).await?;
+    let input = parse_body(body)?;
+    match service {
+        Service::Kms => kms::handle(state, &caller, operation, &input).await,
+    }
+}
+
+/// Parses the body as a JSON object; an empty body is `{}`.
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, AwsError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(AwsError::serialization(
+            "the request body must be a JSON object",
+        )),
+        // serde's message gives a position, never the input.
+        Err(err) => Err(AwsError::serialization(format!(
+            "the request body is not valid JSON (line {} column {})",
+            err.line(),
+            err.column()
+        ))),
+    }
+}
+
+/// `POST /moto-api/reset` (development mode only): wipes the KMS keys, aliases and the
+/// transit keys built on them.
+async fn reset(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+) -> Response {
+    if !state.options.dev {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no handler for route \"moto-api/reset\". route entry not found.",
+        )
+        .into_response();
+    }
+    match state.arca.kms().reset().await {
+        Ok(()) => {
+            tracing::info!("AWS state reset (development mode)");
+            ok(&json!({ "status": "ok" }), &request_id.0)
+        }
+        Err(err) => AwsError::from(err).into_response_with(&request_id.0),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sys/aws/access-keys: Vault-style, root (sudo) only.
+
+const ACCESS_KEYS_PATH: &str = "sys/aws/access-keys";
+
+async fn authorize_keys(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize_all(
+        state,
+        headers,
+        ACCESS_KEYS_PATH,
+        &[Capability::Update, Capability::Sudo],
+    )
+    .await
+    .map(|_| ())
+}
+
+fn access_key_error(err: crate::access_keys::AccessKeyError) -> ApiError {
+    match err {
+        crate::access_keys::AccessKeyError::Sealed => ApiError::sealed(),
+        other => ApiError::internal(&other),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CreateKeyBody {
+    display_name: Option<String>,
+    policies: Option<Vec<String>>,
+}
+
+async fn create_access_key(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    super::vault::VaultJson(body): super::vault::VaultJson<CreateKeyBody>,
+) -> Result<Response, ApiError> {
+    authorize_keys(&state, &headers).await?;
+    let display_name = body.display_name.unwrap_or_else(|| "aws".to_owned());
+    let policies = body.policies.unwrap_or_else(|| vec!["root".to_owned()]);
+    let key = state
+        .arca
+        .access_keys()
+        .create(&display_name, policies)
+        .await
+        .map_err(access_key_error)?;
+    let data = json!({
+        "access_key_id": key.info.id,
+        "secret_access_key": key.secret.expose_secret(),
+        "display_name": key.info.display_name,
+        "policies": key.info.policies,
+        "creation_time": key.info.created,
+    });
+    Ok(axum::Json(envelope(&request_id, data)).into_response())
+}
+
+async fn list_access_keys_inner(
+    state: &AppState,
+    request_id: &RequestId,
+) -> Result<Response, ApiError> {
+    let keys = state
+        .arca
+        .access_keys()
+        .list()
+        .await
+        .map_err(access_key_error)?;
+    let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    let info: Map<String, Value> = keys
+        .iter()
+        .map(|k| {
+            (
+                k.id.clone(),
+                json!({
+                    "display_name": k.display_name,
+                    "policies": k.policies,
+                    "creation_time": k.created,
+                }),
+            )
+        })
+        .collect();
+    Ok(axum::Json(envelope(
+        request_id,
+        json!({ "keys": ids, "key_info": info }),
+    ))
+    .into_response())
+}
+
+async fn list_access_keys(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize_keys(&state, &headers).await?;
+    list_access_keys_inner(&state, &request_id).await
+}
+
+/// Vault's `LIST` verb (hvac sends it) on the collection.
+async fn list_verb_access_keys(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if method.as_str() != "LIST" {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "unsupported operation",
+        ));
+    }
+    authorize_keys(&state, &headers).await?;
+    list_access_keys_inner(&state, &request_id).await
+}
+
+async fn read_access_key(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize_keys(&state, &headers).await?;
+    let key = state
+        .arca
+        .access_keys()
+        .get(&id)
+        .await
+        .map_err(access_key_error)?
+        .ok_or_else(ApiError::not_found)?;
+    let data = json!({
+        "access_key_id": key.info.id,
+        "display_name": key.info.display_name,
+        "policies": key.info.policies,
+        "creation_time": key.info.created,
+    });
+    Ok(axum::Json(envelope(&request_id, data)).into_response())
+}
+
+async fn delete_access_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize_keys(&state, &headers).await?;
+    state
+        .arca
+        .access_keys()
+        .delete(&id)
+        .await
+        .map_err(access_key_error)?;
+    Ok(no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kms_errors_map_to_aws_codes() {
+        let cases: [(KmsError, &str, u16); 6] = [
+            (KmsError::NotFound("x".into()), "NotFoundException", 400),
+            (
+                KmsError::InvalidCiphertext,
+                "InvalidCiphertextException",
+                400,
+            ),
+            (KmsError::Disabled("x".into()), "DisabledException", 400),
+            (
+                KmsError::InvalidSignature,
+                "KMSInvalidSignatureException",
+                400,
+            ),
+            (
+                KmsError::Internal("boom".into()),
+                "KMSInternalException",
+                500,
+            ),
+            (KmsError::Sealed, "ServiceUnavailableException", 503),
+        ];
+        for (err, code, status) in cases {
+            let aws = AwsError::from(err);
+            assert_eq!(aws.code, code);
+            assert_eq!(aws.status.as_u16(), status);
+            assert_ne!(aws.message, "boom", "internal details are not sent");
+        }
+    }
+
+    #[test]
+    fn bodies_parse_as_objects() {
+        assert!(parse_body(b"").unwrap().is_empty());
+        assert!(parse_body(b"{\"KeyId\": \"x\"}").is_ok());
+        assert_eq!(
+            parse_body(b"[1]").unwrap_err().code,
+            "SerializationException"
+        );
+        let err = parse_body(b"{\"Plaintext\": \"secret").unwrap_err();
+        assert_eq!(err.code, "SerializationException");
+        assert!(!err.message.contains("secret"));
+    }
+}
