@@ -777,7 +777,7 @@ mod tests {
         assert_eq!(info.num_uses, 2);
         assert_eq!(
             approle.list_secret_ids("web").await.unwrap(),
-            [info.accessor.clone()]
+            std::slice::from_ref(&info.accessor)
         );
         let (token, entry) = approle
             .login(&role_id, Some(secret.expose_secret()), None)

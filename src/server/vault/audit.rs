@@ -5,7 +5,9 @@
 //! (token HMAC, accessor HMAC, policies, AppRole role), remote address, and the request and
 //! response bodies with every string and number replaced by its HMAC. If the request line
 //! cannot be written the handler never runs (500); if the response line cannot, the response
-//! is withheld (500). Either way nothing is served unaudited.
+//! is withheld (500). Either way nothing is served unaudited. Only Vault's unauthenticated
+//! status and seal endpoints (`sys/health`, `sys/seal-status`, `sys/leader`, `sys/init`,
+//! `sys/unseal`) pass unaudited, as in Vault: they reach no data.
 //!
 //! [`record_remote_addr`] puts the peer address where handlers (AppRole CIDR bounds, token
 //! CIDR bounds) can read it, after removing any copy a client sent.
@@ -114,10 +116,21 @@ fn audit_failure(err: &crate::audit::AuditError) -> Response {
     ApiError::internal(err).into_response()
 }
 
+/// Vault's unauthenticated status and seal endpoints, which it serves outside its audited
+/// router: they reach no secret data, and a load balancer's health check must still see a
+/// server whose audit device is failing.
+const UNAUDITED: &[&str] = &[
+    "/v1/sys/health",
+    "/v1/sys/seal-status",
+    "/v1/sys/leader",
+    "/v1/sys/init",
+    "/v1/sys/unseal",
+];
+
 /// The audit layer: see the module documentation.
 pub(crate) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let log: &AuditLog = state.arca.audit();
-    if !log.is_enabled() {
+    if !log.is_enabled() || UNAUDITED.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let Ok(key) = log.key() else {

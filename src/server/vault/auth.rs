@@ -1027,12 +1027,13 @@ async fn approle_secret_id(
         }
         Op::Write => {
             authorize(&state, &req.headers, &path, Capability::Update).await?;
-            let mut request = SecretIdRequest::default();
-            request.metadata = req.str_map("metadata")?.unwrap_or_default();
-            request.cidr_list = req.cidrs("cidr_list")?.unwrap_or_default();
-            request.token_bound_cidrs = req.cidrs("token_bound_cidrs")?.unwrap_or_default();
-            request.ttl = req.duration("ttl")?.unwrap_or(0);
-            request.num_uses = req.count("num_uses")?;
+            let request = SecretIdRequest {
+                metadata: req.str_map("metadata")?.unwrap_or_default(),
+                cidr_list: req.cidrs("cidr_list")?.unwrap_or_default(),
+                token_bound_cidrs: req.cidrs("token_bound_cidrs")?.unwrap_or_default(),
+                ttl: req.duration("ttl")?.unwrap_or(0),
+                num_uses: req.count("num_uses")?,
+            };
             let (secret, info) = approle
                 .generate_secret_id(&name, &request)
                 .await
