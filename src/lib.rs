@@ -4,7 +4,10 @@
 //!
 //! - [`storage`]: the encrypted storage engine, re-exported from [`arca_storage`];
 //! - [`seal`]: init, Shamir / passphrase / key-file unseal, rekey and root-key rotation;
-//! - [`auth`]: the token store;
+//! - [`auth`]: the token store (TTLs, use counts, renewal, child revocation, accessors,
+//!   wrapping tokens) and AppRole;
+//! - [`policy`]: ACL policies in Vault's HCL, and the access list checked on every request;
+//! - [`audit`]: the hash-chained, HMAC-redacted audit log;
 //! - [`mounts`]: the mount table (which secrets engine serves which path);
 //! - [`kv`]: Vault's versioned key-value store (KV version 2), each version envelope-encrypted
 //!   under its own data key.

@@ -278,6 +278,8 @@ def test_policies_allow_and_deny(vault):
     one = app.adapter.post("/v1/sys/capabilities-self", json={"path": "secret/data/app/db"})
     assert one["data"]["capabilities"] == ["read"]
     assert vault.client.sys.get_capabilities(paths=["anything"])["anything"] == ["root"]
+    by_token = vault.client.sys.get_capabilities(paths=["secret/data/app/admin"], token=token)
+    assert by_token["capabilities"] == ["deny"]
     accessor = vault.client.auth.token.lookup(token)["data"]["accessor"]
     by_accessor = vault.client.adapter.post(
         "/v1/sys/capabilities-accessor",
@@ -347,6 +349,12 @@ def test_legacy_policy_endpoints(vault):
     vault.as_token(token).sys.list_mounted_secrets_engines()
     sys.delete_policy("legacy")
     assert "legacy" not in sys.list_policies()["data"]["policies"]
+    # Sealed: every access endpoint answers 503, before looking at the token.
+    sys.seal()
+    for method, path in [("GET", "sys/policy/default"), ("GET", "auth/token/lookup-self"),
+                         ("LIST", "sys/policies/acl"), ("POST", "auth/approle/login")]:
+        r = vault.raw(method, path, {"role_id": "x"} if method == "POST" else None)
+        assert (r.status_code, r.json()) == (503, {"errors": ["Vault is sealed"]}), path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,6 +530,19 @@ def test_wrapping_single_use_and_expiry(vault):
     assert client.sys.unwrap(new)["data"] == payload
     r = vault.raw("GET", "auth/token/lookup-self", headers={"X-Vault-Wrap-TTL": "soon"})
     assert r.status_code == 400
+
+    # A KV read, wrapped: the secret is only in the unwrapped answer.
+    client.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    client.secrets.kv.v2.create_or_update_secret("wrapped", {"v": vault.remember("kv-wrapped-8")})
+    r = vault.raw("GET", "secret/data/wrapped", headers={"X-Vault-Wrap-TTL": "1m"})
+    assert r.status_code == 200 and "kv-wrapped-8" not in r.text
+    info = r.json()["wrap_info"]
+    assert info["creation_path"] == "secret/data/wrapped"
+    assert client.sys.unwrap(vault.remember(info["token"]))["data"]["data"] == {"v": "kv-wrapped-8"}
+    # A denied read is not wrapped: 403 as usual.
+    nobody = create(vault, policies=["nothing"])["client_token"]
+    r = vault.raw("GET", "secret/data/wrapped", token=nobody, headers={"X-Vault-Wrap-TTL": "1m"})
+    assert (r.status_code, r.json()) == (403, {"errors": ["permission denied"]})
 
 
 # ---------------------------------------------------------------------------------------------
