@@ -56,6 +56,35 @@ pub enum AuthError {
     Barrier(BarrierError),
 }
 
+/// Revokes expired tokens and removes expired AppRole secret ids, now and then every
+/// `every`, through their expiry indexes; idle while the store is sealed. Runs until the
+/// returned task is aborted.
+#[must_use]
+pub fn spawn_tidy(
+    tokens: TokenStore,
+    approle: AppRoleStore,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let now = token::now_secs();
+            match tokens.tidy(now).await {
+                Ok(0) | Err(AuthError::Sealed) => {}
+                Ok(n) => tracing::info!(revoked = n, "expired tokens revoked"),
+                Err(err) => tracing::warn!(error = %err, "token tidy failed"),
+            }
+            match approle.tidy(now).await {
+                Ok(0) | Err(AuthError::Sealed) => {}
+                Ok(n) => tracing::info!(removed = n, "expired AppRole secret ids removed"),
+                Err(err) => tracing::warn!(error = %err, "AppRole tidy failed"),
+            }
+        }
+    })
+}
+
 impl From<BarrierError> for AuthError {
     fn from(err: BarrierError) -> Self {
         match err {

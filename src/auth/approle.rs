@@ -10,10 +10,12 @@
 //! | `auth/approle/role-id/<HMAC(k, "approle-role-id\0" ‖ role id)>` | the role name |
 //! | `auth/approle/secret-id/<name>/<HMAC(k, "approle-secret-id\0" ‖ secret id)>` | the secret id's entry: accessor, metadata, bounds, uses, expiry |
 //! | `auth/approle/accessor/<name>/<accessor>` | the secret id's hash |
+//! | `auth/approle/expiry/<20-digit unix secs>/<name>/<hash>` | nothing: the expiry index |
 //!
 //! `k` is the token store's hashing key (see [`super::token`]), which survives root-key
-//! rotation. A secret id dies after its last use (`num_uses`) or its TTL; an expired one is
-//! removed when it is next touched (login, lookup, list). Every login failure is the same
+//! rotation. A secret id dies after its last use (`num_uses`) or its TTL; an expired one reads
+//! as absent at once, and [`AppRoleStore::tidy`] removes it through the time-sorted expiry
+//! index, as the token store does, without reading every secret id. Every login failure is the same
 //! [`AuthError::InvalidCredentials`]: the caller learns nothing about which part was wrong.
 
 use std::collections::BTreeMap;
@@ -33,6 +35,11 @@ const ROLE_PREFIX: &str = "auth/approle/role/";
 const ROLE_ID_PREFIX: &str = "auth/approle/role-id/";
 const SECRET_ID_PREFIX: &str = "auth/approle/secret-id/";
 const ACCESSOR_PREFIX: &str = "auth/approle/accessor/";
+const EXPIRY_PREFIX: &str = "auth/approle/expiry/";
+
+fn expiry_path(expire: u64, name: &str, hash: &str) -> String {
+    format!("{EXPIRY_PREFIX}{expire:020}/{name}/{hash}")
+}
 
 /// The longest role name accepted.
 const MAX_NAME_LEN: usize = 128;
@@ -480,12 +487,15 @@ impl AppRoleStore {
         let bytes = encode(&stored);
         let path = format!("{SECRET_ID_PREFIX}{name}/{hash}");
         let index = format!("{ACCESSOR_PREFIX}{name}/{accessor}");
-        self.barrier
-            .batch(&[
-                BarrierOp::Put(&path, &bytes),
-                BarrierOp::Put(&index, hash.as_bytes()),
-            ])
-            .await?;
+        let expiry = stored.expire_time.map(|e| expiry_path(e, name, &hash));
+        let mut ops = vec![
+            BarrierOp::Put(&path, &bytes),
+            BarrierOp::Put(&index, hash.as_bytes()),
+        ];
+        if let Some(expiry) = &expiry {
+            ops.push(BarrierOp::Put(expiry, b""));
+        }
+        self.barrier.batch(&ops).await?;
         Ok((SecretId(secret), stored.info()?))
     }
 
@@ -502,19 +512,64 @@ impl AppRoleStore {
         };
         let stored: StoredSecretId = decode(plain.expose_secret(), "secret id")?;
         if stored.expire_time.is_some_and(|e| e <= now) {
-            self.remove_secret(name, hash, &stored.accessor).await?;
+            self.remove_secret(name, hash, &stored).await?;
             return Ok(None);
         }
         Ok(Some((stored, plain)))
     }
 
-    async fn remove_secret(&self, name: &str, hash: &str, accessor: &str) -> Result<(), AuthError> {
+    async fn remove_secret(
+        &self,
+        name: &str,
+        hash: &str,
+        stored: &StoredSecretId,
+    ) -> Result<(), AuthError> {
         let path = format!("{SECRET_ID_PREFIX}{name}/{hash}");
-        let index = format!("{ACCESSOR_PREFIX}{name}/{accessor}");
-        self.barrier
-            .batch(&[BarrierOp::Delete(&path), BarrierOp::Delete(&index)])
-            .await?;
+        let index = format!("{ACCESSOR_PREFIX}{name}/{}", stored.accessor);
+        let expiry = stored.expire_time.map(|e| expiry_path(e, name, hash));
+        let mut ops = vec![BarrierOp::Delete(&path), BarrierOp::Delete(&index)];
+        if let Some(expiry) = &expiry {
+            ops.push(BarrierOp::Delete(expiry));
+        }
+        self.barrier.batch(&ops).await?;
         Ok(())
+    }
+
+    /// Removes every secret id whose TTL ended at or before `now`, reading the expiry index
+    /// from its start and stopping at the first later record. Returns how many it removed.
+    ///
+    /// # Errors
+    /// [`AuthError::Sealed`] or a storage failure.
+    pub async fn tidy(&self, now: u64) -> Result<usize, AuthError> {
+        let mut removed = 0;
+        loop {
+            let page = self.barrier.list_page(EXPIRY_PREFIX, None, 128).await?;
+            for key in &page.keys {
+                let parsed = key.strip_prefix(EXPIRY_PREFIX).and_then(|rest| {
+                    let (secs, rest) = rest.split_once('/')?;
+                    let (name, hash) = rest.split_once('/')?;
+                    Some((secs.parse::<u64>().ok()?, name, hash))
+                });
+                let Some((secs, name, hash)) = parsed else {
+                    self.barrier.delete(key).await?;
+                    continue;
+                };
+                if secs > now {
+                    return Ok(removed);
+                }
+                // `load_secret` removes an expired entry, index records and all.
+                let path = format!("{SECRET_ID_PREFIX}{name}/{hash}");
+                if self.barrier.get(&path).await?.is_some()
+                    && self.load_secret(name, hash, now).await?.is_none()
+                {
+                    removed += 1;
+                }
+                self.barrier.delete(key).await?;
+            }
+            if page.next.is_none() || page.keys.is_empty() {
+                return Ok(removed);
+            }
+        }
     }
 
     async fn hash_of_accessor(
@@ -605,7 +660,7 @@ impl AppRoleStore {
             .await?;
         match self.load_secret(name, &hash, now_secs()).await? {
             Some((stored, _)) => {
-                self.remove_secret(name, &hash, &stored.accessor).await?;
+                self.remove_secret(name, &hash, &stored).await?;
                 Ok(true)
             }
             None => Ok(false),
@@ -625,7 +680,15 @@ impl AppRoleStore {
         let Some(hash) = self.hash_of_accessor(name, accessor).await? else {
             return Ok(false);
         };
-        self.remove_secret(name, &hash, accessor).await?;
+        // Time 0: read the entry whatever its expiry, to remove all of its records.
+        match self.load_secret(name, &hash, 0).await? {
+            Some((stored, _)) => self.remove_secret(name, &hash, &stored).await?,
+            None => {
+                self.barrier
+                    .delete(&format!("{ACCESSOR_PREFIX}{name}/{accessor}"))
+                    .await?;
+            }
+        }
         Ok(true)
     }
 
@@ -726,7 +789,7 @@ impl AppRoleStore {
                     .compare_and_swap(&path, Some(plain.expose_secret()), None)
                     .await?;
                 if taken {
-                    self.remove_secret(name, hash, &stored.accessor).await?;
+                    self.remove_secret(name, hash, &stored).await?;
                 }
                 taken
             } else {
@@ -822,6 +885,39 @@ mod tests {
         for path in barrier.list("auth/approle/").await.unwrap() {
             assert!(!path.contains(secret.expose_secret()));
         }
+    }
+
+    #[tokio::test]
+    async fn expired_secret_ids_are_tidied_through_the_index() {
+        let (barrier, approle, _) = store().await;
+        approle.write_role(&Role::new("t")).await.unwrap();
+        let short = SecretIdRequest {
+            ttl: 10,
+            ..SecretIdRequest::default()
+        };
+        let (_, info) = approle.generate_secret_id("t", &short).await.unwrap();
+        let (_, lasting) = approle
+            .generate_secret_id("t", &SecretIdRequest::default())
+            .await
+            .unwrap();
+        let expire = info.expire_time.unwrap();
+        assert_eq!(barrier.list(EXPIRY_PREFIX).await.unwrap().len(), 1);
+        assert_eq!(approle.tidy(expire - 1).await.unwrap(), 0);
+        assert_eq!(approle.tidy(expire).await.unwrap(), 1);
+        assert!(barrier.list(EXPIRY_PREFIX).await.unwrap().is_empty());
+        assert_eq!(
+            approle.list_secret_ids("t").await.unwrap(),
+            std::slice::from_ref(&lasting.accessor)
+        );
+        // Destroying by accessor removes the index record too.
+        let (_, again) = approle.generate_secret_id("t", &short).await.unwrap();
+        assert!(
+            approle
+                .destroy_secret_id_accessor("t", &again.accessor)
+                .await
+                .unwrap()
+        );
+        assert!(barrier.list(EXPIRY_PREFIX).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -1152,27 +1152,6 @@ impl TokenStore {
     }
 }
 
-/// Runs [`TokenStore::tidy`] now and then every `every` while the store is unsealed, until
-/// the returned task is aborted.
-#[must_use]
-pub fn spawn_tidy(store: TokenStore, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            if store.barrier.is_sealed() {
-                continue;
-            }
-            match store.tidy(now_secs()).await {
-                Ok(0) | Err(AuthError::Sealed) => {}
-                Ok(n) => tracing::info!(revoked = n, "expired tokens revoked"),
-                Err(err) => tracing::warn!(error = %err, "token tidy failed"),
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use arca_storage::{MemoryBackend, RootKey};

@@ -166,8 +166,12 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
         out.flush()?;
     }
     tracing::info!(address = %local, tls = tls.is_some(), "listening");
-    // Expired tokens are revoked from the expiry index, at start and then periodically.
-    let tidy = crate::auth::token::spawn_tidy(arca.tokens().clone(), Duration::from_secs(5));
+    // Expired tokens and secret ids go through their expiry indexes, at start and periodically.
+    let tidy = crate::auth::spawn_tidy(
+        arca.tokens().clone(),
+        arca.approle().clone(),
+        Duration::from_secs(5),
+    );
     serve(listener, application, tls, shutdown_signal()).await?;
     tracing::info!("shutting down");
     tidy.abort();
