@@ -94,13 +94,23 @@ pub(crate) enum Op {
 }
 
 /// A Vault API request: its method, headers, id, and its parameters (the JSON body, or for
-/// `GET` and `LIST`, the query string).
-#[derive(Debug)]
+/// `GET` and `LIST`, the query string). Its `Debug` shows field names only: the headers hold
+/// the client token and the body may hold secrets.
 pub(crate) struct VaultRequest {
     pub op: Op,
     pub headers: HeaderMap,
     pub request_id: RequestId,
     pub body: Map<String, Value>,
+}
+
+impl std::fmt::Debug for VaultRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultRequest")
+            .field("op", &self.op)
+            .field("request_id", &self.request_id)
+            .field("fields", &self.body.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: Send + Sync> FromRequest<S> for VaultRequest {
@@ -1152,6 +1162,29 @@ async fn approle_accessor_destroy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_token_and_no_value() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-vault-token", "arca.secret-token".parse().unwrap());
+        let mut body = Map::new();
+        body.insert("secret_id".into(), json!("s3cr3t-value"));
+        let req = VaultRequest {
+            op: Op::Write,
+            headers,
+            request_id: RequestId("rid".into()),
+            body,
+        };
+        let text = format!("{req:?}");
+        assert!(
+            text.contains("secret_id") && text.contains("Write"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("arca.secret-token"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn policies_are_sanitized_like_vault() {
