@@ -22,6 +22,14 @@
 //! disabled, pending deletion) is checked on every use: encrypting under a disabled key fails,
 //! as in AWS KMS (many emulators do not enforce this).
 //!
+//! # Auto-unseal
+//!
+//! [`KeyProviderWrapper`] makes any key of a [`KeyProvider`] a [`KeyWrapper`] for the seal:
+//! the seal's associated data becomes the encryption context, so a KMS key can take the key
+//! file's place.
+//!
+//! [`KeyWrapper`]: crate::seal::KeyWrapper
+//!
 //! # Ciphertext blobs
 //!
 //! A `CiphertextBlob` names its key and key version, so `Decrypt` needs no key id; the
@@ -60,6 +68,7 @@ pub mod blob;
 mod local;
 mod material;
 pub mod transit;
+mod wrapper;
 
 use std::collections::BTreeMap;
 
@@ -73,6 +82,7 @@ pub use local::{
 pub use material::{
     HashAlgorithm, KeySpec, KeyUsage, MacAlgorithm, MessageType, SigningAlgorithm, random_bytes,
 };
+pub use wrapper::{KeyProviderWrapper, SEAL_CONTEXT_KEY};
 
 /// Encryption context: non-secret key-value pairs bound to a ciphertext as associated data.
 /// Decryption must present exactly the same pairs (order does not matter: a map is canonical).

@@ -10,10 +10,14 @@
 //! - [`audit`]: the hash-chained, HMAC-redacted audit log;
 //! - [`mounts`]: the mount table (which secrets engine serves which path);
 //! - [`kv`]: Vault's versioned key-value store (KV version 2), each version envelope-encrypted
-//!   under its own data key.
+//!   under its own data key;
+//! - [`kms`]: the key provider with KMS semantics ([`kms::KeyProvider`], [`kms::LocalKms`]:
+//!   versioned keys behind the barrier, aliases, rotation, MACs, signatures) and the transit
+//!   engine built on it;
+//! - [`access_keys`]: the AWS access keys SigV4 signatures are checked against;
+//! - [`server`]: the Vault-compatible and AWS-compatible (KMS) HTTP APIs.
 //!
-//! The key provider, the Vault- and AWS-compatible APIs and the secret lifecycle are built on
-//! them in the modules to come.
+//! The secret lifecycle and the Secrets Manager API are built on them in the modules to come.
 //!
 //! ```
 //! use std::sync::Arc;
