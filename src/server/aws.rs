@@ -8,6 +8,8 @@
 //! - **Authentication**: SigV4 ([`sigv4`]). The region comes from the credential scope, and
 //!   state is kept per region. In development mode any access key is accepted without a
 //!   signature check, as local emulators do, so `AWS_ACCESS_KEY_ID=test` works.
+//! - **Authorisation**: each access key carries arca policies; an operation is allowed when
+//!   they grant `update` on `aws/<service>/<Operation>` ([`operation_path`]).
 //! - **Errors**: AWS's shape, `{"__type": "<Code>", "message": "..."}`, with the code also in
 //!   `X-Amzn-ErrorType`, the request id in `x-amzn-RequestId`, 400 for client errors and 500
 //!   for server faults (which SDKs retry). Malformed JSON, a missing target or an unknown
@@ -230,10 +232,57 @@ async fn dispatch_inner(
     }
     let caller =
         sigv4::authenticate(state, method, uri, headers, body, service.signing_name()).await?;
+    authorize_operation(state, &caller, service, operation).await?;
     let input = parse_body(body)?;
     match service {
         Service::Kms => kms::handle(state, &caller, operation, &input).await,
     }
+}
+
+/// The ACL path an AWS operation is checked against: `aws/<service>/<Operation>`, for example
+/// `aws/kms/Encrypt`. An access key's policies must grant `update` on it, so a policy such as
+/// `path "aws/kms/*" { capabilities = ["update"] }` allows every KMS operation, and
+/// `path "aws/kms/Decrypt" { ... }` only decryption. The root policy allows everything.
+#[must_use]
+pub fn operation_path(service: &str, operation: &str) -> String {
+    format!("aws/{service}/{operation}")
+}
+
+/// Checks the caller's access-key policies (development mode, which accepts any key, checks
+/// nothing).
+async fn authorize_operation(
+    state: &AppState,
+    caller: &sigv4::Caller,
+    service: Service,
+    operation: &str,
+) -> Result<(), AwsError> {
+    let Some(key) = &caller.access_key else {
+        return Ok(());
+    };
+    let acl = state
+        .arca
+        .policies()
+        .acl(&key.policies)
+        .await
+        .map_err(|err| match err {
+            crate::policy::PolicyError::Sealed => AwsError::sealed(),
+            other => AwsError::internal(&other),
+        })?;
+    let path = operation_path(service.signing_name(), operation);
+    if acl.allows(&path, Capability::Update) {
+        return Ok(());
+    }
+    tracing::info!(access_key_id = %key.id, path, "AWS request denied by policy");
+    Err(AwsError::client(
+        "AccessDeniedException",
+        format!(
+            "User: arn:aws:iam::{}:user/{} is not authorized to perform: {}:{operation} because \
+             no arca policy of its access key allows it",
+            state.arca.kms().account(),
+            key.display_name,
+            service.signing_name(),
+        ),
+    ))
 }
 
 /// Parses the body as a JSON object; an empty body is `{}`.

@@ -66,6 +66,36 @@ def test_access_keys_sign_requests(prod):
     assert secret not in str(listed)
 
 
+def test_access_key_policies_authorise_operations(prod):
+    server, token = prod
+    policy = 'path "aws/kms/ListKeys" { capabilities = ["update"] }\n' \
+             'path "aws/kms/Describe*" { capabilities = ["update"] }'
+    written = requests.put(
+        f"{server.addr}/v1/sys/policies/acl/kms-read",
+        headers={"X-Vault-Token": token},
+        json={"policy": policy},
+        timeout=30,
+    )
+    assert written.status_code in (200, 204), written.text
+    response = requests.post(
+        f"{server.addr}/v1/sys/aws/access-keys",
+        headers={"X-Vault-Token": token},
+        json={"display_name": "reader", "policies": ["kms-read"]},
+        timeout=30,
+    )
+    data = response.json()["data"]
+    assert data["policies"] == ["kms-read"]
+    reader = kms_client(server.addr, key_id=data["access_key_id"], secret=data["secret_access_key"])
+    keys = reader.list_keys()["Keys"]
+    if keys:
+        reader.describe_key(KeyId=keys[0]["KeyId"])
+    for call in [lambda: reader.create_key(), lambda: reader.generate_random(NumberOfBytes=8)]:
+        with pytest.raises(ClientError) as err:
+            call()
+        assert error_code(err) == "AccessDeniedException"
+        assert "user/reader" in err.value.response["Error"]["Message"]
+
+
 def test_bad_signatures_are_rejected(prod):
     server, token = prod
     key_id, secret = create_access_key(server, token)
