@@ -203,3 +203,20 @@ def test_transit_needs_a_token(server, transit):
     )
     assert response.status_code == 403
     assert response.json() == {"errors": ["permission denied"]}
+
+
+def test_transit_routes_need_the_engine_enabled():
+    from kms_harness import initialise
+
+    group = Servers()
+    try:
+        server = group.sealed()
+        token = initialise(server)
+        client = hvac.Client(url=server.addr, token=token)
+        with pytest.raises(hvac.exceptions.InvalidPath):
+            client.secrets.transit.encrypt_data(name="k", plaintext=b64(b"x"))
+        client.sys.enable_secrets_engine(backend_type="transit", path="transit")
+        ct = client.secrets.transit.encrypt_data(name="k", plaintext=b64(b"x"))["data"]["ciphertext"]
+        assert client.secrets.transit.decrypt_data(name="k", ciphertext=ct)["data"]["plaintext"] == b64(b"x")
+    finally:
+        group.close()

@@ -23,6 +23,7 @@ use crate::kms::transit::{
     ConfigUpdate, CreateOptions, Marshaling, SignOptions, TransitError, TransitKeyInfo,
     TransitKeyType,
 };
+use crate::mounts::MountKind;
 use crate::server::{ApiError, RequestId, no_content};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -61,6 +62,33 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 type Body = VaultJson<Map<String, Value>>;
+
+/// Authorises the request as [`authorize`] does, then checks that `transit/` is mounted as
+/// the transit engine: like Vault, an engine that is not enabled has no routes (development
+/// mode mounts it; elsewhere `bao secrets enable transit` does).
+async fn authorize_transit(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    cap: Capability,
+) -> Result<(), ApiError> {
+    authorize(state, headers, path, cap).await?;
+    let mounted = state
+        .arca
+        .mounts()
+        .mount_of(path)
+        .await
+        .map_err(ApiError::from)?
+        .is_some_and(|m| m.kind() == MountKind::Transit && m.path() == "transit/");
+    if mounted {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no handler for route {path:?}. route entry not found."),
+        ))
+    }
+}
 
 fn transit_error(err: TransitError) -> ApiError {
     match err {
@@ -351,7 +379,7 @@ async fn list_keys(
             "unsupported operation",
         ));
     }
-    authorize(&state, &headers, "transit/keys/", Capability::List).await?;
+    authorize_transit(&state, &headers, "transit/keys/", Capability::List).await?;
     let names = state
         .arca
         .kms()
@@ -377,7 +405,7 @@ async fn key(
     let transit = state.arca.kms().transit();
     match method {
         Method::GET => {
-            authorize(&state, &headers, &path, Capability::Read).await?;
+            authorize_transit(&state, &headers, &path, Capability::Read).await?;
             let info = transit
                 .read(&name)
                 .await
@@ -386,7 +414,7 @@ async fn key(
             Ok(respond(&request_id, key_json(&info)))
         }
         Method::POST | Method::PUT => {
-            authorize(&state, &headers, &path, Capability::Update).await?;
+            authorize_transit(&state, &headers, &path, Capability::Update).await?;
             let body: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
                 Map::new()
             } else {
@@ -423,7 +451,7 @@ async fn key(
             Ok(Json(response).into_response())
         }
         Method::DELETE => {
-            authorize(&state, &headers, &path, Capability::Delete).await?;
+            authorize_transit(&state, &headers, &path, Capability::Delete).await?;
             transit.delete(&name).await.map_err(transit_error)?;
             Ok(no_content())
         }
@@ -441,7 +469,7 @@ async fn config(
     Path(name): Path<String>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(
+    authorize_transit(
         &state,
         &headers,
         &format!("transit/keys/{name}/config"),
@@ -473,7 +501,7 @@ async fn rotate(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(
+    authorize_transit(
         &state,
         &headers,
         &format!("transit/keys/{name}/rotate"),
@@ -521,7 +549,7 @@ async fn encrypt(
     Path(name): Path<String>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(
+    authorize_transit(
         &state,
         &headers,
         &format!("transit/encrypt/{name}"),
@@ -601,7 +629,7 @@ async fn decrypt(
     Path(name): Path<String>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(
+    authorize_transit(
         &state,
         &headers,
         &format!("transit/decrypt/{name}"),
@@ -669,7 +697,7 @@ async fn rewrap(
     Path(name): Path<String>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(
+    authorize_transit(
         &state,
         &headers,
         &format!("transit/rewrap/{name}"),
@@ -721,7 +749,7 @@ async fn datakey(
     Path((kind, name)): Path<(String, String)>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(
+    authorize_transit(
         &state,
         &headers,
         &format!("transit/datakey/{kind}/{name}"),
@@ -791,7 +819,7 @@ async fn hmac_inner(
     path_algorithm: Option<String>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(
+    authorize_transit(
         &state,
         &headers,
         &format!("transit/hmac/{name}"),
@@ -881,7 +909,7 @@ async fn sign_inner(
     path_hash: Option<String>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(
+    authorize_transit(
         &state,
         &headers,
         &format!("transit/sign/{name}"),
@@ -946,7 +974,7 @@ async fn verify_inner(
     path_hash: Option<String>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(
+    authorize_transit(
         &state,
         &headers,
         &format!("transit/verify/{name}"),
@@ -1039,7 +1067,7 @@ async fn random_inner(
     path_bytes: Option<String>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, "transit/random", Capability::Update).await?;
+    authorize_transit(&state, &headers, "transit/random", Capability::Update).await?;
     let fields = Fields(&body);
     // `random/<n>` may also be `random/hex` or `random/base64` (the format).
     let (path_count, path_format) = match path_bytes.as_deref() {
@@ -1091,7 +1119,7 @@ async fn hash_inner(
     path_algorithm: Option<String>,
     VaultJson(body): Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, "transit/hash", Capability::Update).await?;
+    authorize_transit(&state, &headers, "transit/hash", Capability::Update).await?;
     let fields = Fields(&body);
     let input = fields
         .get("input")
