@@ -1081,3 +1081,72 @@ async fn tls_listener_and_the_cli_with_arca_cacert() {
     assert_eq!(run.code, Some(0), "unsealed: {run:?}");
     server.stop();
 }
+
+/// The privileged sys endpoints follow ACL policies: `sudo` + `update` on the path opens
+/// them to a non-root token; `read` on `sys/key-status` is enough for key status; anything
+/// less is 403.
+#[tokio::test]
+async fn sys_endpoints_follow_acl_policies_not_only_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ArcaServer::start(dir.path());
+    let api = server.api();
+    let init = init(&api, 1, 1).await;
+    unseal(&api, &[k(&init.hex, 0)]).await;
+    let root = api.with_token(&init.root);
+
+    let operator = r#"
+        path "sys/rotate/keyring" { capabilities = ["update", "sudo"] }
+        path "sys/key-status" { capabilities = ["read"] }
+    "#;
+    let reply = root
+        .put("sys/policies/acl/operator", &json!({ "policy": operator }))
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let reply = root
+        .put(
+            "sys/policies/acl/reader",
+            &json!({ "policy": r#"path "sys/key-status" { capabilities = ["read"] }"# }),
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let token = |policy: &'static str| {
+        let root = root.clone();
+        async move {
+            let reply = root
+                .post("auth/token/create", &json!({ "policies": [policy] }))
+                .await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            reply.json["auth"]["client_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let operator = token("operator").await;
+    let reader = token("reader").await;
+
+    // The operator rotates the keyring; the reader may only look.
+    let before = key_term(&api, &reader).await;
+    let reply = api
+        .with_token(&reader)
+        .put("sys/rotate/keyring", &json!({}))
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.text);
+    assert_eq!(reply.errors(), ["permission denied"]);
+    let reply = api
+        .with_token(&operator)
+        .put("sys/rotate/keyring", &json!({}))
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    assert_eq!(key_term(&api, &operator).await, before + 1);
+
+    // Neither may seal or rotate the root key: no policy grants those paths.
+    for path in ["sys/seal", "sys/rotate/root", "sys/rotate"] {
+        for token in [&operator, &reader] {
+            let reply = api.with_token(token).put(path, &json!({})).await;
+            assert_eq!(reply.status, 403, "{path}: {}", reply.text);
+        }
+    }
+    assert!(!progress(&api).await.0, "still unsealed");
+    server.stop();
+}

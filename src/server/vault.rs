@@ -224,20 +224,6 @@ pub(crate) async fn authenticate(
     use_token(state, headers).await
 }
 
-/// As [`authenticate`], and the token must hold the `root` policy: for the seal and rotation
-/// endpoints, which Vault reserves to root (sudo) callers.
-pub(crate) async fn authenticate_sudo(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<TokenEntry, ApiError> {
-    let entry = authenticate(state, headers).await?;
-    if entry.policies.iter().any(|p| p == "root") {
-        Ok(entry)
-    } else {
-        Err(ApiError::permission_denied())
-    }
-}
-
 /// Vault's response envelope around `data`.
 pub(crate) fn envelope(request_id: &RequestId, data: Value) -> Value {
     json!({

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, VaultJson, authenticate, authenticate_sudo, envelope, rfc3339};
+use super::{AppState, Capability, VaultJson, authorize, authorize_all, envelope, rfc3339};
 use crate::seal::{
     InitRequest, Passphrase, RekeyStatus, RekeyUpdate, RekeyVerifyStatus, RekeyVerifyUpdate,
     SealKind, SealStatus, ShareText,
@@ -218,7 +218,7 @@ async fn key_status(
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&state, &headers).await?;
+    authorize(&state, &headers, "sys/key-status", Capability::Read).await?;
     let status = state.arca.barrier().key_status()?;
     let data = json!({
         "term": status.term,
@@ -347,6 +347,11 @@ async fn unseal(
                 "this store unseals itself with its key file; recovery keys are not unseal keys",
             ));
         }
+        SealKind::Kms => {
+            return Err(ApiError::bad_request(
+                "this store unseals itself through its KMS key; recovery keys are not unseal keys",
+            ));
+        }
         SealKind::Shamir => seal.submit_share(&key).await?,
     };
     if !status.sealed {
@@ -355,8 +360,11 @@ async fn unseal(
     Ok(Json(seal_status_json(&state, &status)))
 }
 
+/// Vault's rule for the privileged sys endpoints: `update` and `sudo` on the path.
+const SUDO_UPDATE: &[Capability] = &[Capability::Update, Capability::Sudo];
+
 async fn seal(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authenticate_sudo(&state, &headers).await?;
+    authorize_all(&state, &headers, "sys/seal", SUDO_UPDATE).await?;
     state.arca.seal().seal().await?;
     tracing::info!("store sealed");
     Ok(no_content())
@@ -367,9 +375,11 @@ async fn seal(State(state): State<AppState>, headers: HeaderMap) -> Result<Respo
 
 async fn rotate_keyring(
     State(state): State<AppState>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authenticate_sudo(&state, &headers).await?;
+    let path = uri.path().trim_start_matches("/v1/");
+    authorize_all(&state, &headers, path, SUDO_UPDATE).await?;
     let barrier = state.arca.barrier();
     let term = barrier.rotate().await?;
     // Old records stay readable under their term; move them in the background.
@@ -388,7 +398,7 @@ async fn rotate_root(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authenticate_sudo(&state, &headers).await?;
+    authorize_all(&state, &headers, "sys/rotate/root", SUDO_UPDATE).await?;
     state.arca.seal().rotate_root_key().await?;
     tracing::info!("root key rotated");
     Ok(no_content())
@@ -553,7 +563,7 @@ async fn rekey_verify_cancel_plain(State(state): State<AppState>) -> Result<Json
 /// `sys/rotate/root/*` rekeys unseal shares, `sys/rotate/recovery/*` recovery shares: check
 /// that the one named is the one this seal has.
 fn check_which(state: &AppState, which: &str) -> Result<(), ApiError> {
-    let recovery = state.arca.seal().config().kind() == SealKind::KeyFile;
+    let recovery = state.arca.seal().config().kind().is_auto_unseal();
     match (which, recovery) {
         ("root", false) | ("recovery", true) => Ok(()),
         ("root", true) => Err(ApiError::bad_request(
@@ -569,7 +579,8 @@ async fn authorize_rotation(
     headers: &HeaderMap,
     which: &str,
 ) -> Result<(), ApiError> {
-    authenticate_sudo(state, headers).await?;
+    let path = format!("sys/rotate/{which}");
+    authorize_all(state, headers, &path, SUDO_UPDATE).await?;
     check_which(state, which)
 }
 
