@@ -53,17 +53,7 @@ impl Client {
                 "the address {address:?} must start with http:// or https://"
             )));
         }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Config(format!("TLS: {e}")))?
-            .with_root_certificates(system_roots())
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+        let http = http_client(Duration::from_secs(60))?;
         Ok(Self {
             http,
             address,
@@ -159,19 +149,38 @@ impl Client {
     }
 }
 
+/// The HTTP client every arca client uses (this one, `arca kms`, the seal's remote KMS):
+/// rustls with the ring provider, trusting only [`system_roots`], with a request timeout.
+///
+/// # Errors
+/// [`ClientError::Config`] when `ARCA_CACERT` is set but unreadable, or TLS cannot be set up.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(system_roots()?)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))
+}
+
 /// The roots a client trusts: none built in; `ARCA_CACERT` (a PEM file) adds a CA, as
 /// `VAULT_CACERT` does for Vault's CLI.
-fn system_roots() -> rustls::RootCertStore {
+fn system_roots() -> Result<rustls::RootCertStore, ClientError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
     let mut roots = rustls::RootCertStore::empty();
-    if let Ok(path) = std::env::var("ARCA_CACERT")
-        && let Ok(certs) = CertificateDer::pem_file_iter(&path)
-    {
+    if let Ok(path) = std::env::var("ARCA_CACERT") {
+        let certs = CertificateDer::pem_file_iter(&path)
+            .map_err(|e| ClientError::Config(format!("cannot read ARCA_CACERT {path}: {e}")))?;
         for cert in certs.flatten() {
             let _ = roots.add(cert);
         }
     }
-    roots
+    Ok(roots)
 }

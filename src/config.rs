@@ -11,9 +11,14 @@
 //! path = "/var/lib/arca"         # a folder; redb keeps arca.redb in it
 //!
 //! [seal]
-//! kind = "shamir"                # "shamir" (default), "passphrase", "keyfile"
+//! kind = "shamir"                # "shamir" (default), "passphrase", "keyfile", "kms"
 //! key_file = "/etc/arca/unseal.key"            # keyfile only
 //! previous_key_file = "/etc/arca/unseal.old"   # keyfile only, while rotating
+//! # kms only: a key of another arca's KMS API (or AWS KMS). The access key comes from the
+//! # environment, ARCA_SEAL_AWS_ACCESS_KEY_ID / ARCA_SEAL_AWS_SECRET_ACCESS_KEY, never from here.
+//! # kms_endpoint = "https://kms.example.internal:8200"
+//! # kms_key_id = "alias/arca-seal"               # key id, key ARN or alias
+//! # kms_region = "us-east-1"                     # the default
 //!
 //! [tls]
 //! cert = "/etc/arca/tls.crt"     # PEM chain
@@ -28,7 +33,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::seal::SealConfig;
+use crate::kms::{RemoteKms, RemoteKmsCredentials};
+use crate::seal::{KmsSealConfig, SealConfig};
+
+/// The environment variable holding the KMS seal's access key id.
+pub const SEAL_ACCESS_KEY_ENV: &str = "ARCA_SEAL_AWS_ACCESS_KEY_ID";
+/// The environment variable holding the KMS seal's secret access key.
+pub const SEAL_SECRET_KEY_ENV: &str = "ARCA_SEAL_AWS_SECRET_ACCESS_KEY";
 
 /// Errors reading or checking a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +101,8 @@ pub enum SealKindName {
     Passphrase,
     /// A local key file (auto-unseal).
     Keyfile,
+    /// A key of a remote KMS API: another arca, or AWS KMS (auto-unseal).
+    Kms,
 }
 
 /// The `[seal]` table.
@@ -103,6 +116,12 @@ pub struct SealSection {
     pub key_file: Option<PathBuf>,
     /// The previous key file while rotating (keyfile seal).
     pub previous_key_file: Option<PathBuf>,
+    /// The KMS API's address, `http(s)://host[:port]` (kms seal).
+    pub kms_endpoint: Option<String>,
+    /// The KMS key: key id, key ARN or alias (kms seal).
+    pub kms_key_id: Option<String>,
+    /// The region to sign for (kms seal; default `us-east-1`).
+    pub kms_region: Option<String>,
 }
 
 /// The `[tls]` table.
@@ -241,6 +260,22 @@ impl ServerConfig {
                 "seal.key_file applies only to kind = \"keyfile\"".into(),
             ));
         }
+        if self.seal.kind == SealKindName::Kms {
+            if self.seal.kms_endpoint.as_deref().is_none_or(str::is_empty)
+                || self.seal.kms_key_id.as_deref().is_none_or(str::is_empty)
+            {
+                return Err(ConfigError::Invalid(
+                    "seal.kms_endpoint and seal.kms_key_id are required for the kms seal".into(),
+                ));
+            }
+        } else if self.seal.kms_endpoint.is_some()
+            || self.seal.kms_key_id.is_some()
+            || self.seal.kms_region.is_some()
+        {
+            return Err(ConfigError::Invalid(
+                "seal.kms_* apply only to kind = \"kms\"".into(),
+            ));
+        }
         if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.insecure_listen {
             return Err(ConfigError::Invalid(format!(
                 "refusing plain HTTP on the non-loopback address {}: configure [tls] or pass \
@@ -273,17 +308,50 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The seal configuration the seal layer takes.
-    #[must_use]
-    pub fn seal_config(&self) -> SealConfig {
-        match self.seal.kind {
+    /// The seal configuration the seal layer takes. The kms seal reads its access key from
+    /// [`SEAL_ACCESS_KEY_ENV`] and [`SEAL_SECRET_KEY_ENV`].
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the kms seal's access key is not in the environment or
+    /// its endpoint is unusable.
+    pub fn seal_config(&self) -> Result<SealConfig, ConfigError> {
+        self.seal_config_from(|name| std::env::var(name).ok())
+    }
+
+    /// [`ServerConfig::seal_config`] with the environment given as a lookup.
+    fn seal_config_from(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<SealConfig, ConfigError> {
+        Ok(match self.seal.kind {
             SealKindName::Shamir => SealConfig::Shamir,
             SealKindName::Passphrase => SealConfig::Passphrase,
             SealKindName::Keyfile => SealConfig::KeyFile {
                 path: self.seal.key_file.clone().unwrap_or_default(),
                 previous: self.seal.previous_key_file.clone(),
             },
-        }
+            SealKindName::Kms => {
+                let (Some(id), Some(secret)) = (
+                    env(SEAL_ACCESS_KEY_ENV).filter(|v| !v.is_empty()),
+                    env(SEAL_SECRET_KEY_ENV).filter(|v| !v.is_empty()),
+                ) else {
+                    return Err(ConfigError::Invalid(format!(
+                        "the kms seal signs with an access key from the environment: set \
+                         {SEAL_ACCESS_KEY_ENV} and {SEAL_SECRET_KEY_ENV}"
+                    )));
+                };
+                let provider = RemoteKms::new(
+                    self.seal.kms_endpoint.as_deref().unwrap_or_default(),
+                    self.seal.kms_region.as_deref().unwrap_or("us-east-1"),
+                    RemoteKmsCredentials::new(id, secret),
+                )
+                .map_err(|e| ConfigError::Invalid(format!("seal: {e}")))?;
+                SealConfig::Kms(KmsSealConfig::new(
+                    std::sync::Arc::new(provider),
+                    self.seal.kms_key_id.clone().unwrap_or_default(),
+                ))
+            }
+        })
     }
 }
 
@@ -296,7 +364,7 @@ mod tests {
         let config = ServerConfig::parse("[storage]\npath = \"/tmp/x\"\n").unwrap();
         assert_eq!(config.listen, default_listen());
         assert_eq!(config.storage.backend, StorageKind::Redb);
-        assert_eq!(config.seal_config(), SealConfig::Shamir);
+        assert_eq!(config.seal_config().unwrap(), SealConfig::Shamir);
 
         let config = ServerConfig::parse(
             r#"
@@ -318,7 +386,42 @@ mod tests {
             config.audit.as_ref().unwrap().file_path,
             std::path::Path::new("/tmp/audit.log")
         );
-        assert!(matches!(config.seal_config(), SealConfig::KeyFile { .. }));
+        assert!(matches!(
+            config.seal_config().unwrap(),
+            SealConfig::KeyFile { .. }
+        ));
+    }
+
+    #[test]
+    fn kms_seal_takes_its_access_key_from_the_environment() {
+        let config = ServerConfig::parse(
+            r#"
+            [storage]
+            backend = "memory"
+            [seal]
+            kind = "kms"
+            kms_endpoint = "http://127.0.0.1:8200"
+            kms_key_id = "alias/arca-seal"
+            "#,
+        )
+        .unwrap();
+        let missing = config.seal_config_from(|_| None).unwrap_err();
+        assert!(
+            missing.to_string().contains(SEAL_SECRET_KEY_ENV),
+            "{missing}"
+        );
+        let seal = config
+            .seal_config_from(|name| match name {
+                SEAL_ACCESS_KEY_ENV => Some("AKIDEXAMPLE".into()),
+                SEAL_SECRET_KEY_ENV => Some("super-secret-value".into()),
+                _ => None,
+            })
+            .unwrap();
+        match &seal {
+            SealConfig::Kms(kms) => assert_eq!(kms.key_id(), "alias/arca-seal"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{seal:?}").contains("super-secret-value"));
     }
 
     #[test]
@@ -331,6 +434,9 @@ mod tests {
             "listen = \"not an address\"\n",
             "[storage]\npath = \"/x\"\n[audit]\nfile_path = \"\"\n",
             "[storage]\npath = \"/x\"\n[audit]\npath = \"/a\"\n",
+            "[storage]\npath = \"/x\"\n[seal]\nkind = \"kms\"\nkms_key_id = \"alias/a\"\n", // no endpoint
+            "[storage]\npath = \"/x\"\n[seal]\nkms_endpoint = \"http://127.0.0.1:1\"\n", // not kms
+            "[storage]\npath = \"/x\"\n[seal]\nkind = \"kms\"\nkms_endpoint = \"http://a\"\nkms_key_id = \"k\"\nkms_secret = \"s\"\n", // no secrets in the file
         ] {
             assert!(ServerConfig::parse(text).is_err(), "accepted: {text}");
         }

@@ -28,6 +28,10 @@
 //! the seal's associated data becomes the encryption context, so a KMS key can take the key
 //! file's place.
 //!
+//! [`RemoteKms`] is the same trait over the AWS KMS JSON API of another arca (or AWS KMS
+//! itself), signed with SigV4: with it, the seal kind `kms` auto-unseals one arca with a key
+//! kept by another.
+//!
 //! [`KeyWrapper`]: crate::seal::KeyWrapper
 //!
 //! # Ciphertext blobs
@@ -67,6 +71,7 @@
 pub mod blob;
 mod local;
 mod material;
+mod remote;
 pub mod transit;
 mod wrapper;
 
@@ -82,6 +87,7 @@ pub use local::{
 pub use material::{
     HashAlgorithm, KeySpec, KeyUsage, MacAlgorithm, MessageType, SigningAlgorithm, random_bytes,
 };
+pub use remote::{RemoteKms, RemoteKmsCredentials};
 pub use wrapper::{KeyProviderWrapper, SEAL_CONTEXT_KEY};
 
 /// Encryption context: non-secret key-value pairs bound to a ciphertext as associated data.
@@ -295,4 +301,11 @@ pub trait KeyProvider: Send + Sync {
         destination_key_id: &str,
         destination_context: &EncryptionContext,
     ) -> Result<Vec<u8>, KmsError>;
+
+    /// The ARN of the key `key_id` names (KMS `DescribeKey`'s `KeyMetadata.Arn`): resolves an
+    /// alias or a bare id to the name that stays with the key. Any key state is fine.
+    ///
+    /// # Errors
+    /// [`KmsError::NotFound`]; [`KmsError::Sealed`].
+    async fn key_arn(&self, key_id: &str) -> Result<String, KmsError>;
 }

@@ -32,8 +32,9 @@
 //! - **Shares are shown once.** Init and rekey return the shares (hex and base64) and keep
 //!   no copy. Submitted shares live only in the in-memory progress of one attempt, wiped on
 //!   drop, and are discarded as soon as they have been combined.
-//! - **Kinds behind one API.** [`SealConfig`] picks Shamir, passphrase or a key file
-//!   (auto-unseal through the [`KeyWrapper`] trait, so a KMS can take the key file's place).
+//! - **Kinds behind one API.** [`SealConfig`] picks Shamir, passphrase, a key file or a KMS
+//!   key (both auto-unseal through the [`KeyWrapper`] trait; the KMS one through
+//!   [`KeyProviderWrapper`] over any [`KeyProvider`], usually another arca's KMS API).
 //!   With auto-unseal, init returns Shamir *recovery* keys: a separate random key whose shares
 //!   authorise a rekey, checked against a stored AEAD tag, and which cannot unseal anything.
 //! - **Crash safety.** Each change is one compare-and-swap of the seal record, except
@@ -91,6 +92,7 @@ pub use self::passphrase::{KdfParams, MAX_PASSPHRASE_LEN, MIN_PASSPHRASE_LEN, Pa
 pub use self::shamir::ShareText;
 use self::shamir::{Share, check_parameters, combine, split};
 use crate::auth::{TokenSecret, TokenStore};
+use crate::kms::{KeyProvider, KeyProviderWrapper};
 
 /// Present while an init is under way: `SHA-256` of the seal record it belongs to. An init
 /// whose marker is still there after a crash never returned its shares, so the store counts
@@ -111,18 +113,31 @@ pub enum SealKind {
     Passphrase,
     /// The unseal key wrapped by a key file (auto-unseal).
     KeyFile,
+    /// The unseal key encrypted by a KMS key of another arca or of AWS KMS (auto-unseal).
+    Kms,
 }
 
 impl SealKind {
-    /// A short lower-case name (`"shamir"`, `"passphrase"`, `"keyfile"`), for `sys/seal-status`'s
-    /// `type` and logs.
+    /// A short lower-case name (`"shamir"`, `"passphrase"`, `"keyfile"`, `"awskms"`), for
+    /// `sys/seal-status`'s `type` and logs.
+    ///
+    /// The KMS seal (configured as `kind = "kms"`) reports `"awskms"`, the type Vault and
+    /// OpenBao report for their AWS KMS auto-unseal: it speaks the same API, and clients that
+    /// know Vault's seal types show it as the auto-unseal it is.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Shamir => "shamir",
             Self::Passphrase => "passphrase",
             Self::KeyFile => "keyfile",
+            Self::Kms => "awskms",
         }
+    }
+
+    /// Whether the store unseals itself (key file, KMS); init then returns recovery keys.
+    #[must_use]
+    pub fn is_auto_unseal(self) -> bool {
+        matches!(self, Self::KeyFile | Self::Kms)
     }
 }
 
@@ -141,7 +156,57 @@ pub enum SealConfig {
         /// The previous key file, tried when the stored key id is not the current one.
         previous: Option<PathBuf>,
     },
+    /// Auto-unseal with a KMS key (see [`KmsSealConfig`]).
+    Kms(KmsSealConfig),
 }
+
+/// The KMS seal: which key, through which provider.
+///
+/// The provider is usually a [`RemoteKms`](crate::kms::RemoteKms) (another arca's KMS API, or
+/// AWS KMS); any [`KeyProvider`] works. Init resolves `key_id` (an id, ARN or alias) to the
+/// key's ARN and records the ARN; unsealing decrypts with the recorded ARN, whatever the
+/// configured `key_id` says by then, and [`Seal::rewrap`] moves the unseal key to the
+/// configured key when it names another one.
+#[derive(Clone)]
+pub struct KmsSealConfig {
+    provider: Arc<dyn KeyProvider>,
+    key_id: String,
+}
+
+impl KmsSealConfig {
+    /// The key `key_id` of `provider`.
+    #[must_use]
+    pub fn new(provider: Arc<dyn KeyProvider>, key_id: impl Into<String>) -> Self {
+        Self {
+            provider,
+            key_id: key_id.into(),
+        }
+    }
+
+    /// The configured key id (id, ARN or alias).
+    #[must_use]
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+impl std::fmt::Debug for KmsSealConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsSealConfig")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two KMS seal configurations are equal when they name the same key of the same provider
+/// instance.
+impl PartialEq for KmsSealConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_id == other.key_id && Arc::ptr_eq(&self.provider, &other.provider)
+    }
+}
+
+impl Eq for KmsSealConfig {}
 
 impl SealConfig {
     /// The kind this configuration seals with.
@@ -151,6 +216,7 @@ impl SealConfig {
             Self::Shamir => SealKind::Shamir,
             Self::Passphrase => SealKind::Passphrase,
             Self::KeyFile { .. } => SealKind::KeyFile,
+            Self::Kms(_) => SealKind::Kms,
         }
     }
 }
@@ -519,7 +585,7 @@ impl Seal {
 
     async fn status_locked(&self, st: &State) -> Result<SealStatus, SealError> {
         let kind = self.config.kind();
-        let recovery_seal = kind == SealKind::KeyFile;
+        let recovery_seal = kind.is_auto_unseal();
         if !self.is_initialized().await? {
             return Ok(SealStatus {
                 initialized: false,
@@ -651,7 +717,7 @@ impl Seal {
                     threshold: 1,
                 };
             }
-            SealConfig::KeyFile { path, .. } => {
+            SealConfig::KeyFile { .. } | SealConfig::Kms(_) => {
                 if req.passphrase.is_some() {
                     return Err(SealError::InvalidParameters(
                         "a passphrase applies only to a passphrase seal".into(),
@@ -663,7 +729,12 @@ impl Seal {
                     (req.recovery_shares, req.recovery_threshold)
                 };
                 check_parameters(n, t, "recovery")?;
-                let wrapper: Box<dyn KeyWrapper> = Box::new(KeyFileWrapper::load_or_create(path)?);
+                let wrapper: Box<dyn KeyWrapper> = match &self.config {
+                    SealConfig::KeyFile { path, .. } => {
+                        Box::new(KeyFileWrapper::load_or_create(path)?)
+                    }
+                    _ => self.current_wrapper().await?,
+                };
                 let key_id = wrapper.key_id();
                 check_key_id(&key_id)?;
                 unseal_key = UnsealKey::generate()?;
@@ -676,7 +747,7 @@ impl Seal {
                 check = Some(recovery_check(&recovery, n, t)?);
                 recovery_keys = split(&recovery, n, t)?.iter().map(Share::to_text).collect();
                 config = StoredConfig {
-                    kind: StoredKind::KeyFile { key_id },
+                    kind: self.wrapped_kind(key_id),
                     shares: n,
                     threshold: t,
                 };
@@ -704,7 +775,7 @@ impl Seal {
                 return Err(err);
             }
         };
-        if self.config.kind() == SealKind::KeyFile {
+        if self.config.kind().is_auto_unseal() {
             st.unseal_key = Some(unseal_key);
         }
         tracing::info!(kind = self.config.kind().as_str(), "store initialised");
@@ -727,7 +798,7 @@ impl Seal {
         self.barrier.initialize(root).await?;
         self.barrier.unseal(root).await?;
         let token = self.tokens.create_root_token(fixed_token).await?;
-        if self.config.kind() != SealKind::KeyFile {
+        if !self.config.kind().is_auto_unseal() {
             self.barrier.seal().await;
         }
         self.barrier.backend().delete(INIT_PENDING_PATH).await?;
@@ -939,14 +1010,35 @@ impl Seal {
         Ok(())
     }
 
-    /// The key-file wrappers: the current one, and the previous one when configured.
-    fn current_wrapper(&self) -> Result<Box<dyn KeyWrapper>, SealError> {
+    /// The stored kind for an auto-unseal seal whose wrapping key is `key_id`.
+    fn wrapped_kind(&self, key_id: String) -> StoredKind {
+        match &self.config {
+            SealConfig::Kms(_) => StoredKind::Kms { key_id },
+            _ => StoredKind::KeyFile { key_id },
+        }
+    }
+
+    /// The configured wrapper: the current key file, or the configured KMS key under its ARN
+    /// (asking the provider, so this needs the KMS to be reachable).
+    async fn current_wrapper(&self) -> Result<Box<dyn KeyWrapper>, SealError> {
         match &self.config {
             SealConfig::KeyFile { path, .. } => Ok(Box::new(KeyFileWrapper::load(path)?)),
+            SealConfig::Kms(kms) => {
+                let arn = kms
+                    .provider
+                    .key_arn(&kms.key_id)
+                    .await
+                    .map_err(SealError::KeyProvider)?;
+                Ok(Box::new(KeyProviderWrapper::new(
+                    Arc::clone(&kms.provider),
+                    arn,
+                )))
+            }
             _ => Err(SealError::WrongSealKind),
         }
     }
 
+    /// The previous key file, when configured.
     fn previous_wrapper(&self) -> Result<Option<Box<dyn KeyWrapper>>, SealError> {
         match &self.config {
             SealConfig::KeyFile {
@@ -961,23 +1053,30 @@ impl Seal {
     /// Unwraps the unseal key with the wrapper whose key id the record names. Returns the key
     /// and whether the previous wrapper was the one.
     async fn unwrap_unseal_key(&self, record: &SealRecord) -> Result<(UnsealKey, bool), SealError> {
-        let StoredKind::KeyFile { key_id } = &record.config.kind else {
+        let Some(key_id) = record.config.kind.wrapped_key_id() else {
             return Err(SealError::WrongSealKind);
         };
+        let key_id = key_id.to_owned();
         let wrapped = record
             .wrapped_key
             .as_deref()
             .ok_or(SealError::CorruptSealRecord)?;
-        let current = self.current_wrapper()?;
-        let (wrapper, used_previous) = if current.key_id() == *key_id {
+        if let SealConfig::Kms(kms) = &self.config {
+            // A KMS blob names its key, so Decrypt needs no lookup of the configured key: the
+            // recorded ARN is the one that must open it (the wrapper checks that it did).
+            let wrapper = KeyProviderWrapper::new(Arc::clone(&kms.provider), key_id.clone());
+            let bytes = wrapper.unwrap(wrapped, key_id.as_bytes()).await?;
+            let key = UnsealKey::from_slice(&bytes).map_err(|_| SealError::UnwrapFailed)?;
+            return Ok((key, false));
+        }
+        let current = self.current_wrapper().await?;
+        let (wrapper, used_previous) = if current.key_id() == key_id {
             (current, false)
         } else {
             match self.previous_wrapper()? {
-                Some(previous) if previous.key_id() == *key_id => (previous, true),
+                Some(previous) if previous.key_id() == key_id => (previous, true),
                 _ => {
-                    return Err(SealError::KeyIdMismatch {
-                        stored: key_id.clone(),
-                    });
+                    return Err(SealError::KeyIdMismatch { stored: key_id });
                 }
             }
         };
@@ -986,18 +1085,20 @@ impl Seal {
         Ok((key, used_previous))
     }
 
-    /// Unseals a key-file seal with its key file. A no-op when already unsealed. When the
-    /// unseal key was wrapped under the previous key file, re-wraps it under the current one.
+    /// Unseals an auto-unseal seal: with its key file, or by a KMS `Decrypt` under the recorded
+    /// key ARN. A no-op when already unsealed. When the unseal key was wrapped under the
+    /// previous key file, re-wraps it under the current one.
     ///
     /// # Errors
     /// [`SealError::NotInitialized`]; [`SealError::WrongSealKind`];
-    /// [`SealError::KeyFile`]; [`SealError::KeyIdMismatch`]; [`SealError::UnwrapFailed`];
+    /// [`SealError::KeyFile`]; [`SealError::KeyProvider`] (the KMS is unreachable or refuses
+    /// the key); [`SealError::KeyIdMismatch`]; [`SealError::UnwrapFailed`];
     /// [`SealError::CorruptSealRecord`] when the record was edited; a storage failure.
     pub async fn auto_unseal(&self) -> Result<(), SealError> {
         let mut st = self.state.lock().await;
         self.sync(&mut st);
         let loaded = self.load().await?;
-        if !matches!(loaded.record.config.kind, StoredKind::KeyFile { .. }) {
+        if !loaded.record.config.kind.is_wrapped() {
             return Err(SealError::WrongSealKind);
         }
         if !self.barrier.is_sealed() {
@@ -1018,7 +1119,8 @@ impl Seal {
     }
 
     /// Re-wraps the unseal key under the current key file when it is wrapped under the
-    /// previous one. Returns whether it did. Works sealed or unsealed.
+    /// previous one, or under the configured KMS key when the recorded ARN is another key.
+    /// Returns whether it did. Works sealed or unsealed.
     ///
     /// # Errors
     /// As [`Seal::auto_unseal`].
@@ -1029,19 +1131,19 @@ impl Seal {
 
     async fn rewrap_locked(&self) -> Result<bool, SealError> {
         let loaded = self.load().await?;
-        let StoredKind::KeyFile { key_id } = &loaded.record.config.kind else {
+        let Some(key_id) = loaded.record.config.kind.wrapped_key_id() else {
             return Err(SealError::WrongSealKind);
         };
-        let current = self.current_wrapper()?;
+        let current = self.current_wrapper().await?;
         let new_id = current.key_id();
-        if new_id == *key_id {
+        if new_id == key_id {
             return Ok(false);
         }
         check_key_id(&new_id)?;
         let (key, _) = self.unwrap_unseal_key(&loaded.record).await?;
         let wrapped = current.wrap(key.expose_secret(), new_id.as_bytes()).await?;
         let config = StoredConfig {
-            kind: StoredKind::KeyFile { key_id: new_id },
+            kind: self.wrapped_kind(new_id),
             ..loaded.record.config.clone()
         };
         let next = loaded
@@ -1135,7 +1237,7 @@ impl Seal {
         }
         let what = match loaded.record.config.kind {
             StoredKind::Shamir => "secret",
-            StoredKind::KeyFile { .. } => "recovery",
+            StoredKind::KeyFile { .. } | StoredKind::Kms { .. } => "recovery",
             StoredKind::Passphrase { .. } => return Err(SealError::WrongSealKind),
         };
         if st.rekey.is_some() {
@@ -1216,7 +1318,7 @@ impl Seal {
         drop(shares);
         let authorised = match &loaded.record.config.kind {
             StoredKind::Shamir => loaded.record.open_root(&candidate, Slot::Current).is_ok(),
-            StoredKind::KeyFile { .. } => loaded
+            StoredKind::KeyFile { .. } | StoredKind::Kms { .. } => loaded
                 .record
                 .recovery_check
                 .as_deref()
@@ -1284,7 +1386,7 @@ impl Seal {
                 self.store(&loaded.raw, &next).await?;
                 st.unseal_key = Some(new_key);
             }
-            StoredKind::KeyFile { .. } => {
+            StoredKind::KeyFile { .. } | StoredKind::Kms { .. } => {
                 let check = recovery_check(&new_key, shares, threshold)?;
                 let next = loaded
                     .record

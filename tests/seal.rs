@@ -1,6 +1,6 @@
 //! The seal ceremony end to end over a real redb store: init, unseal in every order, bad and
 //! foreign shares, reset, seal, restart, rekey (with and without verification), root-key
-//! rotation, the passphrase and key-file seals, and tampering with the stored configuration.
+//! rotation, the passphrase, key-file and KMS seals, and tampering with the stored configuration.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -792,4 +792,80 @@ async fn tampering_with_the_stored_configuration_makes_unseal_fail() {
     ));
     restore(&seal, original).await;
     seal.auto_unseal().await.unwrap();
+}
+
+/// The KMS seal over an in-process LocalKms (the provider a remote arca runs): init records
+/// the key's ARN, not the alias; restart unseals; a disabled key refuses; `rewrap` moves the
+/// unseal key to a newly configured key.
+#[tokio::test]
+async fn kms_seal_records_the_arn_and_rewraps_to_a_new_key() {
+    use arca::kms::{KeyProvider, LocalKms};
+    use arca::seal::KmsSealConfig;
+    use arca::storage::{MemoryBackend, RootKey};
+
+    let kms_barrier = Arc::new(Barrier::new(Arc::new(MemoryBackend::new())));
+    let kms_root = RootKey::generate().unwrap();
+    kms_barrier.initialize(&kms_root).await.unwrap();
+    kms_barrier.unseal(&kms_root).await.unwrap();
+    let kms = Arc::new(LocalKms::new(kms_barrier, "us-east-1", "123456789012"));
+    let first = kms
+        .ensure_key_for_alias("alias/seal", "first")
+        .await
+        .unwrap();
+    let second = kms
+        .ensure_key_for_alias("alias/next", "second")
+        .await
+        .unwrap();
+    let provider: Arc<dyn KeyProvider> = kms.clone();
+    let config = |key: &str| SealConfig::Kms(KmsSealConfig::new(Arc::clone(&provider), key));
+
+    let dir = tempfile::tempdir().unwrap();
+    let seal = open(dir.path(), config("alias/seal")).await.unwrap();
+    assert_eq!(seal.status().await.unwrap().kind, SealKind::Kms);
+    assert_eq!(SealKind::Kms.as_str(), "awskms");
+    let init = seal.initialize(InitRequest::default()).await.unwrap();
+    assert!(init.keys.is_empty());
+    assert_eq!(init.recovery_keys.len(), 5);
+    assert!(!seal.status().await.unwrap().sealed);
+    let raw = seal
+        .barrier()
+        .backend()
+        .get(SEAL_PATH)
+        .await
+        .unwrap()
+        .unwrap();
+    let record = String::from_utf8_lossy(&raw);
+    assert!(record.contains(&first) && !record.contains("alias/seal"));
+    drop(seal);
+
+    // Restart: unsealed through the KMS, whatever alias is configured by then.
+    let seal = open(dir.path(), config("alias/seal")).await.unwrap();
+    seal.auto_unseal().await.unwrap();
+    assert!(!seal.status().await.unwrap().sealed);
+    assert!(!seal.rewrap().await.unwrap(), "same key: nothing to do");
+    seal.seal().await.unwrap();
+    drop(seal);
+
+    // Another configured key: rewrap moves the unseal key to it, sealed.
+    let seal = open(dir.path(), config(&second)).await.unwrap();
+    assert!(seal.rewrap().await.unwrap());
+    kms.default_scope().disable_key(&first).await.unwrap();
+    seal.auto_unseal().await.unwrap();
+    seal.seal().await.unwrap();
+    drop(seal);
+
+    // A disabled key: auto-unseal fails with the provider's reason, and stays sealed.
+    kms.default_scope().disable_key(&second).await.unwrap();
+    let seal = open(dir.path(), config(&second)).await.unwrap();
+    let err = seal.auto_unseal().await.unwrap_err();
+    assert!(matches!(err, SealError::KeyProvider(_)), "{err:?}");
+    assert!(err.to_string().contains("disabled"), "{err}");
+    assert!(seal.status().await.unwrap().sealed);
+    drop(seal);
+
+    // A key-file store is not opened with a KMS configuration, nor the reverse.
+    assert!(matches!(
+        open(dir.path(), key_config(&dir.path().join("k"), None)).await,
+        Err(SealError::WrongSealKind)
+    ));
 }

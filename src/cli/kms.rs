@@ -11,8 +11,6 @@ use std::io::{Read as _, Write as _};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
@@ -459,26 +457,7 @@ impl AwsClient {
                  access-key create`; with a --dev server any values work)"
             );
         };
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        if let Ok(path) = std::env::var("ARCA_CACERT") {
-            use rustls::pki_types::CertificateDer;
-            use rustls::pki_types::pem::PemObject;
-            for cert in CertificateDer::pem_file_iter(&path)
-                .with_context(|| format!("cannot read ARCA_CACERT {path}"))?
-                .flatten()
-            {
-                let _ = roots.add(cert);
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(Duration::from_secs(60))
-            .build()?;
+        let http = crate::client::http_client(Duration::from_secs(60))?;
         Ok(Self {
             http,
             address,
@@ -499,34 +478,23 @@ impl AwsClient {
             ("content-type", crate::server::aws::CONTENT_TYPE),
             ("x-amz-target", target.as_str()),
         ];
-        let identity = aws_credential_types::Credentials::new(
+        let url = format!("{}/", self.address);
+        let signed = crate::server::aws::sigv4::sign_request(
+            "POST",
+            &url,
+            &headers,
+            &body,
+            &self.region,
+            "kms",
             &self.access_key_id,
             self.secret.as_str(),
-            None,
-            None,
-            "arca-cli",
-        )
-        .into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("kms")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
-            format!("{}/", self.address),
-            headers.iter().copied(),
-            SignableBody::Bytes(&body),
+            SystemTime::now(),
         )?;
-        let (instructions, _) = sign(signable, &params)?.into_parts();
         let mut request = self.http.post(format!("{}/", self.address));
         for (name, value) in headers.iter().skip(1) {
             request = request.header(*name, *value);
         }
-        for (name, value) in instructions.headers() {
+        for (name, value) in signed {
             request = request.header(name, value);
         }
         let response = request

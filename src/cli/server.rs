@@ -121,7 +121,7 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
 
     let backend = open_backend(&config.storage)?;
     let arca = Arc::new(
-        Arca::open(backend, config.storage.backend, config.seal_config())
+        Arca::open(backend, config.storage.backend, config.seal_config()?)
             .await
             .context("cannot open the store")?,
     );
@@ -142,6 +142,21 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
             .await
             .context("auto-unseal with the key file failed")?;
         tracing::info!("unsealed with the key file");
+    } else if let SealConfig::Kms(kms) = arca.seal().config()
+        && arca.seal().status().await?.initialized
+    {
+        // The KMS is another service and may be down or refuse the key for a while: start
+        // sealed and say why, rather than exit, so `sys/seal-status` and `sys/health` answer.
+        // A restart once the KMS is back unseals.
+        match arca.seal().auto_unseal().await {
+            Ok(()) => tracing::info!(key = kms.key_id(), "unsealed through the KMS"),
+            Err(e) => tracing::error!(
+                key = kms.key_id(),
+                error = %e,
+                "auto-unseal through the KMS failed; the store stays sealed until a restart \
+                 succeeds"
+            ),
+        }
     }
 
     let tls = match &config.tls {

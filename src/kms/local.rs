@@ -1822,6 +1822,10 @@ impl KeyProvider for Scope<'_> {
         .await
         .map(|(blob, _, _)| blob)
     }
+
+    async fn key_arn(&self, key_id: &str) -> Result<String, KmsError> {
+        Ok(self.describe_key(key_id).await?.arn)
+    }
 }
 
 #[async_trait::async_trait]
@@ -1871,6 +1875,10 @@ impl KeyProvider for LocalKms {
                 destination_context,
             )
             .await
+    }
+
+    async fn key_arn(&self, key_id: &str) -> Result<String, KmsError> {
+        KeyProvider::key_arn(&self.default_scope(), key_id).await
     }
 }
 

@@ -4,8 +4,9 @@
 //! KMS key take the key file's place: `wrap` is `Encrypt` under the key, `unwrap` is `Decrypt`,
 //! and the seal's associated data travels as the encryption context
 //! (`{"arca-seal-aad": <hex>}`), so it is bound exactly as the key file binds it. The provider
-//! may be a [`LocalKms`](super::LocalKms) (another store's keys, or this process's for tests)
-//! or, later, AWS KMS itself.
+//! may be a [`LocalKms`](super::LocalKms) (this process's keys, for tests and embedders) or a
+//! [`RemoteKms`](super::RemoteKms) (another arca's keys, or AWS KMS itself): the seal kind
+//! `kms`.
 
 use std::sync::Arc;
 
@@ -53,7 +54,7 @@ fn context(aad: &[u8]) -> EncryptionContext {
 fn provider_error(err: KmsError) -> SealError {
     match err {
         KmsError::InvalidCiphertext | KmsError::IncorrectKey => SealError::UnwrapFailed,
-        other => SealError::Io(std::io::Error::other(format!("key provider: {other}"))),
+        other => SealError::KeyProvider(other),
     }
 }
 
@@ -76,6 +77,11 @@ impl KeyWrapper for KeyProviderWrapper {
             .decrypt(wrapped, &context(aad))
             .await
             .map_err(provider_error)?;
+        // The blob names its key; it must be the key this wrapper stands for, so a blob from
+        // another key of the same provider is not taken for the unseal key.
+        if opened.key_id != self.key_id {
+            return Err(SealError::UnwrapFailed);
+        }
         Ok(opened.plaintext.into_zeroizing())
     }
 }
@@ -115,7 +121,7 @@ mod tests {
         kms.default_scope().disable_key(&arn).await.unwrap();
         assert!(matches!(
             wrapper.unwrap(&wrapped, b"seal-aad").await,
-            Err(SealError::Io(_))
+            Err(SealError::KeyProvider(KmsError::Disabled(_)))
         ));
         assert!(!format!("{wrapper:?}").contains("7, 7"));
     }

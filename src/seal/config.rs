@@ -26,10 +26,10 @@
 //! 7+C      72    current sealed root key: nonce (24) ‖ ciphertext (32) ‖ tag (16)
 //! 79+C     1     previous-root flag: 0 = absent, 1 = present; any other value is invalid
 //!          72    (flag 1 only) previous sealed root key, same layout
-//!                (kind 3 only, from here:)
+//!                (kinds 3 and 4 only, from here:)
 //!          2     W = length of the wrapped unseal key, u16, 1..=4096
 //!          W     wrapped unseal key, as the key wrapper returned it (key file: 72 bytes,
-//!                nonce ‖ ciphertext ‖ tag)
+//!                nonce ‖ ciphertext ‖ tag; KMS: the KMS ciphertext blob)
 //!          40    recovery check: nonce (24) ‖ tag (16) (empty plaintext)
 //! ```
 //!
@@ -37,8 +37,9 @@
 //!
 //! ```text
 //! offset   size  field
-//! 0        1     kind: 1 = Shamir, 2 = passphrase, 3 = key file (auto-unseal)
-//! 1        1     N: unseal shares (Shamir), 1 (passphrase), recovery shares (key file)
+//! 0        1     kind: 1 = Shamir, 2 = passphrase, 3 = key file (auto-unseal),
+//!                4 = KMS key provider (auto-unseal through a remote KMS)
+//! 1        1     N: unseal shares (Shamir), 1 (passphrase), recovery shares (kinds 3, 4)
 //! 2        1     T: threshold, same meaning; 1 ≤ T ≤ N, T = 1 only when N = 1
 //!          kind 1: nothing more                                        (C = 3)
 //!          kind 2: 4  Argon2id memory cost in KiB, u32
@@ -47,6 +48,9 @@
 //!                  16 salt                                             (C = 31)
 //!          kind 3: 1  L = key id length, 1..=255
 //!                  L  key id, UTF-8, of the key that wrapped the unseal key (C = 4 + L)
+//!          kind 4: 1  L = key id length, 1..=255
+//!                  L  the ARN of the KMS key that wrapped the unseal key, UTF-8, as
+//!                     `DescribeKey` returned it (never an alias: aliases move) (C = 4 + L)
 //! ```
 //!
 //! # Cryptography
@@ -60,8 +64,9 @@
 //! - Unseal key: Shamir: random, split into the N shares (never stored). Passphrase:
 //!   `Argon2id(passphrase, salt, m, t, p)`, 32 bytes, Argon2 version 0x13. Key file: random,
 //!   wrapped by the key wrapper with associated data = the key id in UTF-8 (see
-//!   `keyfile.rs`).
-//! - Recovery check (key file only): XChaCha20-Poly1305 of the empty plaintext under
+//!   `keyfile.rs`). KMS: random, the `Plaintext` of a KMS `Encrypt` under the stored ARN
+//!   with the encryption context `{"arca-seal-aad": hex(key id)}` (see `kms/wrapper.rs`).
+//! - Recovery check (kinds 3 and 4): XChaCha20-Poly1305 of the empty plaintext under
 //!   `HKDF-SHA256(ikm = recovery key, info = "arca/seal/recovery/v1")`, associated data
 //!   `"arca/seal/recovery/v1" ‖ N ‖ T`. It proves a combined recovery key right without
 //!   storing anything that could open the root key. It binds only N and T (not the key id), so
@@ -106,6 +111,7 @@ const MAX_WRAPPED_LEN: usize = 4096;
 const KIND_SHAMIR: u8 = 1;
 const KIND_PASSPHRASE: u8 = 2;
 const KIND_KEY_FILE: u8 = 3;
+const KIND_KMS: u8 = 4;
 
 /// The stored record does not parse. Deliberately carries no detail beyond a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +134,27 @@ pub(crate) enum StoredKind {
         /// The id of the key that wrapped the unseal key.
         key_id: String,
     },
+    /// The unseal key encrypted by a KMS key.
+    Kms {
+        /// The ARN of the KMS key that encrypted the unseal key.
+        key_id: String,
+    },
+}
+
+impl StoredKind {
+    /// The wrapping key's id, for the auto-unseal kinds (key file, KMS).
+    pub(crate) fn wrapped_key_id(&self) -> Option<&str> {
+        match self {
+            Self::KeyFile { key_id } | Self::Kms { key_id } => Some(key_id),
+            Self::Shamir | Self::Passphrase { .. } => None,
+        }
+    }
+
+    /// Whether the unseal key is wrapped (auto-unseal), so the record carries the wrapped key
+    /// and a recovery check.
+    pub(crate) fn is_wrapped(&self) -> bool {
+        self.wrapped_key_id().is_some()
+    }
 }
 
 /// The seal configuration as stored.
@@ -147,6 +174,7 @@ impl StoredConfig {
             StoredKind::Shamir => SealKind::Shamir,
             StoredKind::Passphrase { .. } => SealKind::Passphrase,
             StoredKind::KeyFile { .. } => SealKind::KeyFile,
+            StoredKind::Kms { .. } => SealKind::Kms,
         }
     }
 
@@ -163,8 +191,13 @@ impl StoredConfig {
                 out.extend_from_slice(&params.p_cost().to_be_bytes());
                 out.extend_from_slice(salt);
             }
-            StoredKind::KeyFile { key_id } => {
-                out.extend_from_slice(&[KIND_KEY_FILE, self.shares, self.threshold]);
+            StoredKind::KeyFile { key_id } | StoredKind::Kms { key_id } => {
+                let kind = if matches!(self.kind, StoredKind::Kms { .. }) {
+                    KIND_KMS
+                } else {
+                    KIND_KEY_FILE
+                };
+                out.extend_from_slice(&[kind, self.shares, self.threshold]);
                 // Key ids are checked to be 1..=255 bytes before a config is built.
                 let len = u8::try_from(key_id.len()).unwrap_or(u8::MAX);
                 out.push(len);
@@ -197,14 +230,18 @@ impl StoredConfig {
                     salt,
                 }
             }
-            KIND_KEY_FILE => {
+            KIND_KEY_FILE | KIND_KMS => {
                 let len = r.u8()?;
                 if len == 0 {
                     return Err(Corrupt);
                 }
                 let id = r.take(usize::from(len))?;
                 let key_id = String::from_utf8(id.to_vec()).map_err(|_| Corrupt)?;
-                StoredKind::KeyFile { key_id }
+                if kind == KIND_KMS {
+                    StoredKind::Kms { key_id }
+                } else {
+                    StoredKind::KeyFile { key_id }
+                }
             }
             _ => return Err(Corrupt),
         };
@@ -397,7 +434,7 @@ impl SealRecord {
             }
             None => out.push(0),
         }
-        if let StoredKind::KeyFile { .. } = self.config.kind {
+        if self.config.kind.is_wrapped() {
             let wrapped = self.wrapped_key.as_deref().unwrap_or_default();
             out.extend_from_slice(
                 &u16::try_from(wrapped.len())
@@ -427,7 +464,7 @@ impl SealRecord {
             1 => Some(r.take(SEALED_KEY_LEN)?.to_vec()),
             _ => return Err(Corrupt),
         };
-        let (wrapped_key, recovery_check) = if let StoredKind::KeyFile { .. } = config.kind {
+        let (wrapped_key, recovery_check) = if config.kind.is_wrapped() {
             let len = usize::from(r.u16()?);
             if len == 0 || len > MAX_WRAPPED_LEN {
                 return Err(Corrupt);
@@ -600,6 +637,27 @@ mod tests {
             &decoded.config,
             decoded.recovery_check.as_deref().unwrap()
         ));
+
+        let arn = "arn:aws:kms:us-east-1:123456789012:key/0b1c";
+        let kms = StoredConfig {
+            kind: StoredKind::Kms { key_id: arn.into() },
+            shares: 5,
+            threshold: 3,
+        };
+        let check = recovery_check(&recovery, 5, 3).unwrap();
+        let record = SealRecord::new(kms, &unseal, &root, Some(vec![8; 150]), Some(check)).unwrap();
+        let bytes = record.encode();
+        assert_eq!(bytes[7], 4, "kind byte of the KMS seal");
+        assert_eq!(usize::from(bytes[10]), arn.len());
+        let decoded = SealRecord::decode(&bytes).unwrap();
+        assert_eq!(decoded, record);
+        assert_eq!(decoded.config.kind.wrapped_key_id(), Some(arn));
+        assert!(decoded.open_root(&unseal, Slot::Current).is_ok());
+        // A KMS record relabelled as a key-file record no longer opens: the kind is in the AAD.
+        let mut relabelled = bytes.clone();
+        relabelled[7] = 3;
+        let decoded = SealRecord::decode(&relabelled).unwrap();
+        assert!(decoded.open_root(&unseal, Slot::Current).is_err());
     }
 
     #[test]

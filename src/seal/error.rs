@@ -94,6 +94,10 @@ pub enum SealError {
         /// What is wrong with it (never its content).
         reason: String,
     },
+    /// The key provider of a `kms` seal refused the call or could not be reached (the key is
+    /// disabled, missing, or the KMS is down). Names the condition, never key material.
+    #[error("the seal's key provider failed: {0}")]
+    KeyProvider(#[source] crate::kms::KmsError),
     /// The OS random generator failed.
     #[error(transparent)]
     Random(#[from] RandomError),

@@ -51,7 +51,8 @@ use super::keys::{self, UnsealKey};
 const WRAP_INFO: &[u8] = b"arca/keyfile/wrap/v1";
 const ID_INFO: &[u8] = b"arca/keyfile-id/v1";
 
-/// Something that wraps the unseal key under a key it keeps: a key file today, a KMS key later.
+/// Something that wraps the unseal key under a key it keeps: a key file, or a KMS key
+/// ([`KeyProviderWrapper`](crate::kms::KeyProviderWrapper)).
 ///
 /// Implementations must be safe to share across tasks. The seal calls `wrap` at init and when
 /// re-wrapping, and `unwrap` at each auto-unseal.

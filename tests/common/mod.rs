@@ -72,10 +72,20 @@ impl ArcaServer {
     /// As [`ArcaServer::start_with`], but a server that exits before listening is an `Err`
     /// holding its exit status and stderr, for tests of refused configurations.
     pub fn try_start_with(args: &[OsString]) -> Result<Self, StartFailure> {
+        Self::try_start_with_env(args, &[])
+    }
+
+    /// As [`ArcaServer::try_start_with`], with `env` added to the server's environment (for
+    /// settings that are never put in a file, such as the KMS seal's access key).
+    pub fn try_start_with_env(
+        args: &[OsString],
+        env: &[(&str, &str)],
+    ) -> Result<Self, StartFailure> {
         let mut child = Command::new(ARCA)
             .arg("server")
             .args(args)
             .env("ARCA_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

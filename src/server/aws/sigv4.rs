@@ -18,6 +18,10 @@
 //!
 //! In development mode only the credential scope is read, for its region; any access key and
 //! any signature are accepted, as local emulators do.
+//!
+//! The client side lives here too: [`sign_request`] is what `arca kms ...` and the seal's
+//! remote KMS ([`RemoteKms`](crate::kms::RemoteKms)) sign their requests with, so both sides
+//! of the protocol go through the same signer.
 
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +36,59 @@ use crate::server::AppState;
 
 /// How far a request's date may be from the server's clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// The request could not be signed (a malformed URL or header). Carries no secret.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign the request: {0}")]
+pub struct SignError(String);
+
+/// Signs a request to an AWS-style API with SigV4 and returns the headers to add
+/// (`authorization`, `x-amz-date`, and any other the signer requires).
+///
+/// `headers` are the request's own headers, all signed; they must include `host`. The secret
+/// is only read, never stored or printed.
+///
+/// # Errors
+/// [`SignError`] when the URL or a header cannot be put in canonical form.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    region: &str,
+    service: &str,
+    access_key_id: &str,
+    secret: &str,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, SignError> {
+    let identity =
+        aws_credential_types::Credentials::new(access_key_id, secret, None, None, "arca-client")
+            .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| SignError(e.to_string()))?
+        .into();
+    let signable = SignableRequest::new(
+        method,
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| SignError(e.to_string()))?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| SignError(e.to_string()))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect())
+}
 
 /// Who signed a request, and for which region.
 #[derive(Debug, Clone)]
