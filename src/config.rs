@@ -171,6 +171,39 @@ pub struct ServerConfig {
     pub tls: Option<TlsSection>,
     /// The audit device; no auditing when absent.
     pub audit: Option<AuditSection>,
+    /// The identity the AWS-compatible APIs answer with.
+    #[serde(default)]
+    pub aws: AwsSection,
+}
+
+/// The `[aws]` table: the account and default region of arca's AWS-compatible APIs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    /// The 12-digit account id in ARNs (default 123456789012, the example account of the AWS
+    /// documentation, which local emulators use too).
+    #[serde(default = "default_account")]
+    pub account_id: String,
+    /// The region of requests whose signature names none, and of the library API.
+    #[serde(default = "default_region")]
+    pub region: String,
+}
+
+fn default_account() -> String {
+    crate::handle::DEFAULT_KMS_ACCOUNT.to_owned()
+}
+
+fn default_region() -> String {
+    crate::handle::DEFAULT_KMS_REGION.to_owned()
+}
+
+impl Default for AwsSection {
+    fn default() -> Self {
+        Self {
+            account_id: default_account(),
+            region: default_region(),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -201,6 +234,7 @@ impl Default for ServerConfig {
             seal: SealSection::default(),
             tls: None,
             audit: None,
+            aws: AwsSection::default(),
         }
     }
 }
@@ -282,6 +316,25 @@ impl ServerConfig {
                  --insecure-listen",
                 self.listen
             )));
+        }
+        if self.aws.account_id.len() != 12
+            || !self.aws.account_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(ConfigError::Invalid(
+                "aws.account_id must be 12 digits".into(),
+            ));
+        }
+        let region_ok = !self.aws.region.is_empty()
+            && self.aws.region.len() <= 32
+            && self
+                .aws
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(ConfigError::Invalid(
+                "aws.region must look like an AWS region (e.g. us-east-1)".into(),
+            ));
         }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
@@ -422,6 +475,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!format!("{seal:?}").contains("super-secret-value"));
+    }
+
+    #[test]
+    fn aws_identity_is_configurable_and_checked() {
+        let config = ServerConfig::parse("[storage]\nbackend = \"memory\"\n").unwrap();
+        assert_eq!(config.aws.account_id, "123456789012");
+        assert_eq!(config.aws.region, "us-east-1");
+        let config = ServerConfig::parse(
+            "[storage]\nbackend = \"memory\"\n[aws]\naccount_id = \"000011112222\"\nregion = \"eu-west-3\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.aws.account_id, "000011112222");
+        assert_eq!(config.aws.region, "eu-west-3");
+        for bad in [
+            "account_id = \"12345\"",
+            "account_id = \"abcdefghijkl\"",
+            "region = \"US East\"",
+        ] {
+            let text = format!("[storage]\nbackend = \"memory\"\n[aws]\n{bad}\n");
+            assert!(ServerConfig::parse(&text).is_err(), "accepted {bad}");
+        }
     }
 
     #[test]

@@ -121,6 +121,28 @@ impl Arca {
         storage_kind: StorageKind,
         seal: SealConfig,
     ) -> Result<Self, OpenError> {
+        Self::open_with_aws(
+            backend,
+            storage_kind,
+            seal,
+            DEFAULT_KMS_REGION,
+            DEFAULT_KMS_ACCOUNT,
+        )
+        .await
+    }
+
+    /// As [`Arca::open`], with the default region and the account id of the AWS-compatible
+    /// APIs (`[aws]` in arca.toml).
+    ///
+    /// # Errors
+    /// As [`Arca::open`].
+    pub async fn open_with_aws(
+        backend: Arc<dyn Backend>,
+        storage_kind: StorageKind,
+        seal: SealConfig,
+        region: &str,
+        account: &str,
+    ) -> Result<Self, OpenError> {
         let barrier = Arc::new(Barrier::new(backend));
         let policies = crate::policy::PolicyStore::new(Arc::clone(&barrier));
         let audit = crate::audit::AuditLog::new(Arc::clone(&barrier));
@@ -129,11 +151,7 @@ impl Arca {
             crate::auth::TokenStore::new(Arc::clone(&barrier)),
         );
         let access_keys = AccessKeyStore::new(Arc::clone(&barrier));
-        let kms = Arc::new(LocalKms::new(
-            Arc::clone(&barrier),
-            DEFAULT_KMS_REGION,
-            DEFAULT_KMS_ACCOUNT,
-        ));
+        let kms = Arc::new(LocalKms::new(Arc::clone(&barrier), region, account));
         let mounts = crate::mounts::Mounts::new(Arc::clone(&barrier));
         let seal = Seal::open(barrier, seal).await?;
         Ok(Self {
@@ -218,5 +236,33 @@ impl Arca {
             StorageKind::Memory => "inmem",
             StorageKind::Sled => "sled",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_aws_identity_reaches_the_key_provider() {
+        let arca = Arca::open_with_aws(
+            Arc::new(MemoryBackend::new()),
+            StorageKind::Memory,
+            SealConfig::Shamir,
+            "eu-west-3",
+            "000011112222",
+        )
+        .await
+        .unwrap();
+        assert_eq!(arca.kms().account(), "000011112222");
+        assert_eq!(arca.kms().default_scope().region(), "eu-west-3");
+        let default = Arca::open(
+            Arc::new(MemoryBackend::new()),
+            StorageKind::Memory,
+            SealConfig::Shamir,
+        )
+        .await
+        .unwrap();
+        assert_eq!(default.kms().account(), DEFAULT_KMS_ACCOUNT);
     }
 }

@@ -121,9 +121,15 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
 
     let backend = open_backend(&config.storage)?;
     let arca = Arc::new(
-        Arca::open(backend, config.storage.backend, config.seal_config()?)
-            .await
-            .context("cannot open the store")?,
+        Arca::open_with_aws(
+            backend,
+            config.storage.backend,
+            config.seal_config()?,
+            &config.aws.region,
+            &config.aws.account_id,
+        )
+        .await
+        .context("cannot open the store")?,
     );
     if let Some(audit) = &config.audit {
         let device = crate::audit::Device::from_config(&audit.file_path)
