@@ -6,73 +6,21 @@ and is stopped by its PID (SIGTERM, then SIGKILL if it does not exit) when the t
 """
 
 import json
-import os
-import queue
-import signal
-import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-START_TIMEOUT = 60
-STOP_TIMEOUT = 20
+from arca_process import ArcaProcess
 
 
-class ArcaServer:
-    """A running `arca server --data-dir DIR --listen 127.0.0.1:0`."""
+
+class ArcaServer(ArcaProcess):
+    """A running `arca server --data-dir DIR` (or `--config FILE`) on 127.0.0.1:0."""
 
     def __init__(self, data_dir: Path, config: Path | None = None):
-        binary = os.environ.get("ARCA_BIN")
-        if not binary:
-            raise RuntimeError("ARCA_BIN must name the arca binary (tests/python_clients.rs sets it)")
-        self.log_path = data_dir.parent / (data_dir.name + ".log")
-        self._log = open(self.log_path, "wb")
         store = ["--config", str(config)] if config else ["--data-dir", str(data_dir)]
-        self.proc = subprocess.Popen(
-            [binary, "server", *store, "--listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        lines: queue.Queue = queue.Queue()
-
-        def read_stdout():
-            # Keep draining stdout so the server never blocks on a full pipe.
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=read_stdout, daemon=True).start()
-        try:
-            while True:
-                line = lines.get(timeout=START_TIMEOUT)
-                if line is None:
-                    raise RuntimeError(f"arca server exited before listening:\n{self.logs()}")
-                if line.startswith("arca listening on "):
-                    self.addr = line.removeprefix("arca listening on ").strip()
-                    break
-        except BaseException:
-            self.stop()
-            raise
-
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM by PID, wait, SIGKILL if needed; returns the exit code."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+        super().__init__(store, data_dir.parent / (data_dir.name + ".log"))
 
 
 @pytest.fixture

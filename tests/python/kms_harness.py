@@ -7,77 +7,24 @@ stopped by its PID (SIGTERM, then SIGKILL if it does not exit) when its fixture 
 """
 
 import json
-import os
-import queue
-import signal
-import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import boto3
 import botocore.config
 import requests
 
-START_TIMEOUT = 60
-STOP_TIMEOUT = 20
+from arca_process import ArcaProcess
+
 ROOT_TOKEN = "root-token-for-kms-tests"
 
 
-class Server:
-    """A running `arca server ... --listen 127.0.0.1:0`."""
+class Server(ArcaProcess):
+    """A running `arca server ... --listen 127.0.0.1:0`, started in its own folder."""
 
     def __init__(self, args: list[str], folder: Path):
-        binary = os.environ.get("ARCA_BIN")
-        if not binary:
-            raise RuntimeError("ARCA_BIN must name the arca binary (tests/kms_clients.rs sets it)")
         self.folder = folder
-        self.log_path = folder / "server.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [binary, "server", *args, "--listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            cwd=folder,
-        )
-        lines: queue.Queue = queue.Queue()
-
-        def read_stdout():
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=read_stdout, daemon=True).start()
-        try:
-            while True:
-                line = lines.get(timeout=START_TIMEOUT)
-                if line is None:
-                    raise RuntimeError(f"arca server exited before listening:\n{self.logs()}")
-                if line.startswith("arca listening on "):
-                    self.addr = line.removeprefix("arca listening on ").strip()
-                    break
-        except BaseException:
-            self.stop()
-            raise
-
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM by PID, wait, SIGKILL if needed; returns the exit code."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if not self._log.closed:
-            self._log.close()
-        return self.proc.returncode
+        super().__init__(args, folder / "server.log", cwd=folder)
 
 
 class Servers:
