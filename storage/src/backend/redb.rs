@@ -258,8 +258,9 @@ fn create_atomically(path: &Path) -> Result<(), BackendError> {
 }
 
 fn writer_loop(db: &redb::Database, rx: &mpsc::Receiver<WriteRequest>, mode: CommitMode) {
-    // How many requests the previous group held: the concurrency the writer currently sees.
-    let mut last_group = 1usize;
+    // The concurrency the writer currently expects: the size of recent groups, lowered by one
+    // per commit when fewer arrive, so one late writer does not halve the next group.
+    let mut expected = 1usize;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         if mode == CommitMode::Group {
@@ -280,9 +281,9 @@ fn writer_loop(db: &redb::Database, rx: &mpsc::Receiver<WriteRequest>, mode: Com
             // their next request. Wait briefly for as many as took part last time, so the
             // group does not commit with the first one or two alone and leave the rest for
             // another fsync. A lone writer (last group of one) never waits.
-            if group.len() < last_group {
+            if group.len() < expected {
                 let deadline = Instant::now() + STRAGGLER_WAIT;
-                while group.len() < last_group && !full(&group, bytes) {
+                while group.len() < expected && !full(&group, bytes) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(left) {
                         Ok(req) => {
@@ -293,7 +294,7 @@ fn writer_loop(db: &redb::Database, rx: &mpsc::Receiver<WriteRequest>, mode: Com
                     }
                 }
             }
-            last_group = group.len();
+            expected = group.len().max(expected.saturating_sub(1));
         }
         match catch_unwind(AssertUnwindSafe(|| apply_group(db, &group))) {
             Ok(Ok(results)) => {
