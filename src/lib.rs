@@ -17,7 +17,8 @@
 //! - [`access_keys`]: the AWS access keys SigV4 signatures are checked against;
 //! - [`server`]: the Vault-compatible and AWS-compatible (KMS) HTTP APIs.
 //!
-//! The secret lifecycle and the Secrets Manager API are built on them in the modules to come.
+//! - [`lifecycle`]: the secret lifecycle with Secrets Manager's semantics: typed generation,
+//!   versions and staging labels, rotation, access policies, usage metrics.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -38,6 +39,7 @@ pub mod config;
 mod handle;
 pub mod kms;
 pub mod kv;
+pub mod lifecycle;
 pub mod mounts;
 pub mod policy;
 pub mod seal;
