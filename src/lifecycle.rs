@@ -25,6 +25,8 @@
 //! Nothing here knows HTTP: `server/aws/secretsmanager.rs` translates the Secrets Manager JSON
 //! API onto it, and `cli/secrets.rs` is a client of that API.
 
+pub mod events;
+
 use std::fmt;
 use std::net::IpAddr;
 
