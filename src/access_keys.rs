@@ -10,17 +10,19 @@
 //! token carries, so the AWS API can authorise its callers like the Vault API does.
 //!
 //! Ids look like AWS's (`AKIA` and 16 characters of `A-Z2-7`), secrets are 40 characters of
-//! `A-Za-z0-9+/`; both are sampled from the OS generator without modulo bias (the alphabets
-//! have 32 and 64 symbols, so a masked byte is uniform).
+//! `A-Za-z0-9+/`; both are sampled from the OS generator without modulo bias by arca's one
+//! alphabet sampler, [`sample_ascii`].
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arca_storage::keys::{RandomError, fill_random};
+use arca_storage::keys::RandomError;
 use arca_storage::{Barrier, BarrierError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+use crate::lifecycle::generate::sample_ascii;
 
 const PREFIX: &str = "aws/access-keys/";
 const RECORD_VERSION: u32 = 1;
@@ -117,17 +119,6 @@ pub struct AccessKeyStore {
     barrier: Arc<Barrier>,
 }
 
-fn sample(alphabet: &[u8], mask: u8, len: usize) -> Result<Zeroizing<String>, RandomError> {
-    let mut bytes = Zeroizing::new(vec![0u8; len]);
-    fill_random(&mut bytes)?;
-    Ok(Zeroizing::new(
-        bytes
-            .iter()
-            .map(|b| char::from(alphabet[usize::from(b & mask)]))
-            .collect(),
-    ))
-}
-
 /// Whether `id` has the shape of an access key id (so it can be part of a storage path).
 fn valid_id(id: &str) -> bool {
     (16..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -150,12 +141,12 @@ impl AccessKeyStore {
         display_name: &str,
         policies: Vec<String>,
     ) -> Result<AccessKey, AccessKeyError> {
-        let secret = sample(SECRET_ALPHABET, 63, 40)?;
+        let secret = sample_ascii(SECRET_ALPHABET, 40)?;
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         loop {
-            let id = format!("AKIA{}", sample(ID_ALPHABET, 31, 16)?.as_str());
+            let id = format!("AKIA{}", sample_ascii(ID_ALPHABET, 16)?.as_str());
             let stored = Stored {
                 v: RECORD_VERSION,
                 secret: secret.to_string(),

@@ -26,6 +26,7 @@
 //! API onto it, and `cli/secrets.rs` is a client of that API.
 
 pub mod events;
+pub mod generate;
 
 use std::fmt;
 use std::net::IpAddr;
