@@ -25,6 +25,7 @@
 //! Nothing here knows HTTP: `server/aws/secretsmanager.rs` translates the Secrets Manager JSON
 //! API onto it, and `cli/secrets.rs` is a client of that API.
 
+pub mod access;
 pub mod events;
 pub mod generate;
 
