@@ -14,6 +14,8 @@
 //!   limits), and every backend enforces the same bounds, so a batch that works on redb never
 //!   fails on DynamoDB for being too large.
 
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod faulty;
 pub mod memory;
 pub mod redb;

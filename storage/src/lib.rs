@@ -6,7 +6,8 @@
 //! - [`backend`]: the [`Backend`] trait, a key-value store of opaque bytes, and its
 //!   implementations: [`MemoryBackend`] (tests, fuzzing), [`RedbBackend`] (the embedded
 //!   default: one file, durable on return, group commit), `SledBackend` (feature `sled`, not
-//!   durable on power loss), and [`FaultyBackend`](backend::faulty::FaultyBackend) for tests.
+//!   durable on power loss), `DynamoDbBackend` (feature `dynamodb`: one DynamoDB table, for
+//!   several servers), and [`FaultyBackend`](backend::faulty::FaultyBackend) for tests.
 //! - [`envelope`] and [`keyring`](crate::keyring): the record format (a versioned
 //!   XChaCha20-Poly1305 envelope whose associated data binds the header and the record's path)
 //!   and the rotating keyring of term keys. `storage/FORMAT.md` specifies both byte for byte.
@@ -42,6 +43,8 @@ pub mod envelope;
 mod keyring;
 pub mod keys;
 
+#[cfg(feature = "dynamodb")]
+pub use backend::dynamodb::{DynamoDbBackend, DynamoDbConfig};
 pub use backend::memory::MemoryBackend;
 pub use backend::redb::{CommitMode, RedbBackend};
 #[cfg(feature = "sled")]

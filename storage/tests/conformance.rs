@@ -1,7 +1,11 @@
 //! The backend conformance suite: one set of checks of every contract written on the
 //! [`Backend`] trait, instantiated for every backend (memory, redb with group and per-write
-//! commit, sled behind its feature, and the fault injector with no fault armed).
+//! commit, sled behind its feature, DynamoDB on moto's server behind the feature `dynamodb`,
+//! and the fault injector with no fault armed).
 #![allow(clippy::unwrap_used)]
+
+#[cfg(feature = "dynamodb")]
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -34,6 +38,12 @@ fn open_redb_per_write(dir: &Path) -> Arc<dyn Backend> {
 #[cfg(feature = "sled")]
 fn open_sled(dir: &Path) -> Arc<dyn Backend> {
     Arc::new(arca_storage::SledBackend::open(dir.join("sled")).unwrap())
+}
+
+/// A namespace of the shared table on moto's server; the same folder reopens the same store.
+#[cfg(feature = "dynamodb")]
+fn open_dynamodb(dir: &Path) -> Arc<dyn Backend> {
+    Arc::new(support::backend(dir))
 }
 
 fn open_faulty_memory(_: &Path) -> Arc<dyn Backend> {
@@ -165,6 +175,8 @@ conformance!(redb_per_write, open_redb_per_write, durable);
 #[cfg(feature = "sled")]
 conformance!(sled, open_sled, durable);
 conformance!(faulty_unarmed, open_faulty_memory);
+#[cfg(feature = "dynamodb")]
+conformance!(dynamodb, open_dynamodb, durable);
 
 /// The fault injector itself: the armed call fails before reaching the inner store, the others
 /// go through.

@@ -1,4 +1,5 @@
-//! Crash consistency of the barrier over the redb backend, with real `SIGKILL`s.
+//! Crash consistency of the barrier over the redb backend, and over DynamoDB on moto's server
+//! (feature `dynamodb`; a store is a namespace of one table there), with real `SIGKILL`s.
 //!
 //! The test runs itself twice over. In **parent** mode (the default, what `cargo test` runs) it
 //! creates one store and, round after round, starts this same executable as a **child** on it
@@ -33,7 +34,10 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arca_storage::{Barrier, BarrierOp, RedbBackend, RootKey};
+use arca_storage::{Backend, Barrier, BarrierOp, RedbBackend, RootKey};
+
+#[cfg(feature = "dynamodb")]
+mod support;
 
 /// Set in the child's environment to the store's folder.
 const CHILD_ENV: &str = "ARCA_CRASH_CHILD";
@@ -49,6 +53,11 @@ const SEED_ENV: &str = "ARCA_CRASH_SEED";
 const ROUNDS_ENV: &str = "ARCA_CRASH_ROUNDS";
 
 const DEFAULT_ROUNDS: u32 = 24;
+/// Rounds over DynamoDB: every request is a round trip to moto, so fewer.
+#[cfg(feature = "dynamodb")]
+const DYNAMODB_ROUNDS: u32 = 8;
+/// Set in the child's environment to the store kind: `redb`, or moto's endpoint.
+const STORE_ENV: &str = "ARCA_CRASH_STORE";
 /// Concurrent writer tasks in a child.
 const TASKS: u64 = 16;
 /// Operations per writer task.
@@ -57,6 +66,52 @@ const OPS_PER_TASK: u64 = 40;
 const GENERATIONS: u32 = 3;
 /// How long the parent waits for the next line from a child before calling it stuck.
 const LINE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the stores live.
+#[derive(Debug, Clone)]
+enum Store {
+    /// A redb file in the store's folder.
+    Redb,
+    /// The namespace of the store's folder in the shared table of moto's server here.
+    #[cfg(feature = "dynamodb")]
+    DynamoDb(String),
+}
+
+impl Store {
+    fn from_env() -> Result<Self, String> {
+        match std::env::var(STORE_ENV).as_deref() {
+            Ok("redb") | Err(_) => Ok(Self::Redb),
+            #[cfg(feature = "dynamodb")]
+            Ok(endpoint) => Ok(Self::DynamoDb(endpoint.to_owned())),
+            #[cfg(not(feature = "dynamodb"))]
+            Ok(other) => Err(format!("unknown store {other:?}")),
+        }
+    }
+
+    fn env_value(&self) -> &str {
+        match self {
+            Self::Redb => "redb",
+            #[cfg(feature = "dynamodb")]
+            Self::DynamoDb(endpoint) => endpoint,
+        }
+    }
+
+    fn open(&self, dir: &Path) -> Result<Arc<dyn Backend>, String> {
+        match self {
+            Self::Redb => RedbBackend::open(store_file(dir))
+                .map(|b| Arc::new(b) as Arc<dyn Backend>)
+                .map_err(|e| chain(&e)),
+            #[cfg(feature = "dynamodb")]
+            Self::DynamoDb(endpoint) => arca_storage::DynamoDbBackend::with_client(
+                support::client(endpoint),
+                support::TABLE,
+                &support::namespace_for(dir),
+            )
+            .map(|b| Arc::new(b) as Arc<dyn Backend>)
+            .map_err(|e| chain(&e)),
+        }
+    }
+}
 
 fn main() -> ExitCode {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
@@ -76,16 +131,37 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_ROUNDS);
-    match parent(seed, rounds) {
-        Ok(verified) => {
-            println!("crash consistency: {rounds} rounds, {verified} acknowledged writes verified");
-            ExitCode::SUCCESS
+    let mut stores = vec![(Store::Redb, rounds, FIRST_OPEN_TRIALS)];
+    #[cfg(feature = "dynamodb")]
+    stores.push((
+        Store::DynamoDb(support::moto().to_owned()),
+        rounds.min(DYNAMODB_ROUNDS),
+        2,
+    ));
+    for (store, rounds, first_open_trials) in stores {
+        match parent(seed, rounds, first_open_trials, &store) {
+            Ok(verified) => println!(
+                "crash consistency ({}): {rounds} rounds, {verified} acknowledged writes verified",
+                store_name(&store)
+            ),
+            Err(failure) => {
+                eprintln!(
+                    "crash consistency ({}) FAILED: {failure}",
+                    store_name(&store)
+                );
+                eprintln!("replay with {SEED_ENV}={seed}");
+                return ExitCode::FAILURE;
+            }
         }
-        Err(failure) => {
-            eprintln!("crash consistency FAILED: {failure}");
-            eprintln!("replay with {SEED_ENV}={seed}");
-            ExitCode::FAILURE
-        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn store_name(store: &Store) -> &'static str {
+    match store {
+        Store::Redb => "redb",
+        #[cfg(feature = "dynamodb")]
+        Store::DynamoDb(_) => "DynamoDB on moto",
     }
 }
 
@@ -242,8 +318,10 @@ fn say(line: &str) {
 
 async fn child_writes(dir: &Path, root: &RootKey, round: u64, seed: u64) -> Result<(), String> {
     say("opening");
-    let backend = RedbBackend::open(store_file(dir)).map_err(|e| format!("open: {}", chain(&e)))?;
-    let barrier = Arc::new(Barrier::new(Arc::new(backend)));
+    let backend = Store::from_env()?
+        .open(dir)
+        .map_err(|e| format!("open: {e}"))?;
+    let barrier = Arc::new(Barrier::new(backend));
     if !barrier.is_initialized().await.map_err(|e| e.to_string())? {
         barrier
             .initialize(root)
@@ -427,7 +505,7 @@ impl KillPoint {
 /// Fresh stores whose first child is killed while it creates the file, before the rounds.
 const FIRST_OPEN_TRIALS: u32 = 8;
 
-fn parent(seed: u64, rounds: u32) -> Result<usize, String> {
+fn parent(seed: u64, rounds: u32, first_open_trials: u32, store: &Store) -> Result<usize, String> {
     let mut rng = Rng::new(seed);
     let mut root = [0u8; 32];
     root.iter_mut()
@@ -443,15 +521,24 @@ fn parent(seed: u64, rounds: u32) -> Result<usize, String> {
                  kill: KillPoint,
                  child_seed: u64,
                  promises: &mut Promises| {
-        run_child(&exe, dir.path(), &root, n, child_seed, kill, promises)?;
-        runtime.block_on(verify(&store_file(dir.path()), &root, promises))
+        run_child(
+            &exe,
+            store,
+            dir.path(),
+            &root,
+            n,
+            child_seed,
+            kill,
+            promises,
+        )?;
+        runtime.block_on(verify(store, dir.path(), &root, promises))
     };
     let tempdir = || tempfile::tempdir().map_err(|e| e.to_string());
     let kept = |dir: tempfile::TempDir| format!("the store is kept in {}", dir.keep().display());
 
     // A store killed while its file is being created must open afterwards: a new store's
     // first start is a crash point like any other.
-    for trial in 0..FIRST_OPEN_TRIALS {
+    for trial in 0..first_open_trials {
         let dir = tempdir()?;
         let kill = KillPoint::WhileOpening(Duration::from_micros(rng.below(3000)));
         let mut promises = Promises::default();
@@ -486,8 +573,10 @@ fn parent(seed: u64, rounds: u32) -> Result<usize, String> {
 
 /// Runs one child until its kill point, kills it, and records every acknowledgement it got
 /// out, including those still in the pipe when it died.
+#[allow(clippy::too_many_arguments)]
 fn run_child(
     exe: &Path,
+    store: &Store,
     dir: &Path,
     root: &[u8; 32],
     round: u32,
@@ -497,6 +586,7 @@ fn run_child(
 ) -> Result<(), String> {
     let mut child = Command::new(exe)
         .env(CHILD_ENV, dir)
+        .env(STORE_ENV, store.env_value())
         .env(KEY_ENV, hex(root))
         .env(ROUND_ENV, round.to_string())
         .env(CHILD_SEED_ENV, child_seed.to_string())
@@ -584,10 +674,16 @@ fn killed(_status: std::process::ExitStatus) -> bool {
 }
 
 /// Reopens the store after a crash and checks every promise and every record.
-async fn verify(path: &Path, root: &[u8; 32], promises: &Promises) -> Result<(), String> {
-    let backend =
-        RedbBackend::open(path).map_err(|e| format!("the store does not reopen: {}", chain(&e)))?;
-    let barrier = Barrier::new(Arc::new(backend));
+async fn verify(
+    store: &Store,
+    dir: &Path,
+    root: &[u8; 32],
+    promises: &Promises,
+) -> Result<(), String> {
+    let backend = store
+        .open(dir)
+        .map_err(|e| format!("the store does not reopen: {e}"))?;
+    let barrier = Barrier::new(backend);
     let root = RootKey::from_slice(root).map_err(|e| e.to_string())?;
     if !barrier.is_initialized().await.map_err(|e| e.to_string())? {
         // Killed before the keyring was committed: nothing else may be there either.

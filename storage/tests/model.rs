@@ -1,7 +1,11 @@
 //! Model-based tests of the barrier: random operation sequences with faults injected at random
 //! points, checked step by step against a `BTreeMap` model. An operation that returns `Err`
-//! must have changed nothing; one that returns `Ok` must match the model exactly.
+//! must have changed nothing; one that returns `Ok` must match the model exactly. The same
+//! sequences run over memory, redb, and (feature `dynamodb`) DynamoDB on moto's server.
 #![allow(clippy::unwrap_used)]
+
+#[cfg(feature = "dynamodb")]
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -400,5 +404,17 @@ proptest! {
         let redb = RedbBackend::open_with(dir.path().join("model.redb"), CommitMode::Group)
             .unwrap();
         run(Arc::new(redb), &steps);
+    }
+}
+
+#[cfg(feature = "dynamodb")]
+proptest! {
+    // Every step lists and reads the whole store over HTTP twice: fewer, shorter cases.
+    #![proptest_config(config(12))]
+
+    #[test]
+    fn barrier_over_faulty_dynamodb_matches_the_model(steps in steps(25)) {
+        let dir = tempfile::tempdir().unwrap();
+        run(Arc::new(support::backend(dir.path())), &steps);
     }
 }

@@ -12,6 +12,7 @@
 //! unused items are expected, and `pub` only marks what the tests call.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod moto;
 pub mod pytest;
 pub mod venv;
 

@@ -14,9 +14,14 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-/// The workspace root (the `arca` package is at the root).
+/// The workspace root: the folder holding `tests/requirements.txt`, from the `arca` package
+/// at the root or from a member crate below it (the storage crate's DynamoDB tests).
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|dir| dir.join("tests").join("requirements.txt").is_file())
+        .unwrap_or(manifest)
 }
 
 /// Returns the venv directory, creating it and installing `tests/requirements.txt` first when
@@ -41,7 +46,11 @@ pub fn ensure() -> PathBuf {
     hasher.update(std::fs::read(&requirements).expect("tests/requirements.txt is readable"));
     hasher.update(interpreter.as_bytes());
     hasher.update(b"\n");
-    let want = hex::encode(hasher.finalize());
+    let want: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
 
     let python = venv.join("bin").join("python3");
     let stamp = venv.join(".requirements.sha256");
