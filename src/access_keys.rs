@@ -9,6 +9,11 @@
 //! Each key is bound to an identity (a display name) and a list of policies, the same words a
 //! token carries, so the AWS API can authorise its callers like the Vault API does.
 //!
+//! A key may also carry a [`BoundIdentity`]: the service, environment and role its requests
+//! act as when a secret's access policy is checked (`lifecycle::access`). They are set by the
+//! operator who creates the key and stored with it, never taken from the request, so a caller
+//! cannot claim another service by sending a header.
+//!
 //! Ids look like AWS's (`AKIA` and 16 characters of `A-Z2-7`), secrets are 40 characters of
 //! `A-Za-z0-9+/`; both are sampled from the OS generator without modulo bias by arca's one
 //! alphabet sampler, [`sample_ascii`].
@@ -40,6 +45,9 @@ pub enum AccessKeyError {
     /// A stored key does not parse (the log names the path).
     #[error("a stored access key is damaged")]
     Corrupt,
+    /// A bound service, environment or role is malformed (the message names which).
+    #[error("{0}")]
+    InvalidIdentity(String),
     /// The OS random generator failed.
     #[error(transparent)]
     Random(#[from] RandomError),
@@ -87,6 +95,38 @@ pub struct AccessKeyInfo {
     pub display_name: String,
     /// The policies it carries.
     pub policies: Vec<String>,
+    /// The service, environment and role its requests act as.
+    pub bound: BoundIdentity,
+}
+
+/// The service, environment and role an access key acts as for access policies. Not secret.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BoundIdentity {
+    /// The service.
+    pub service: Option<String>,
+    /// The environment (`prod`, `staging`, ...).
+    pub environment: Option<String>,
+    /// The role.
+    pub role: Option<String>,
+}
+
+impl BoundIdentity {
+    /// Checks each value that is set (see [`crate::lifecycle::access::check_identity_value`]).
+    ///
+    /// # Errors
+    /// A message naming the field that is malformed.
+    pub fn validate(&self) -> Result<(), String> {
+        for (dimension, value) in [
+            ("service", &self.service),
+            ("environment", &self.environment),
+            ("role", &self.role),
+        ] {
+            if let Some(value) = value {
+                crate::lifecycle::access::check_identity_value(dimension, value)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A key as the signature check needs it.
@@ -105,6 +145,13 @@ struct Stored {
     created: u64,
     display_name: String,
     policies: Vec<String>,
+    // Added after the first records were written; absent in those, which bind nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
 }
 
 impl Drop for Stored {
@@ -141,6 +188,23 @@ impl AccessKeyStore {
         display_name: &str,
         policies: Vec<String>,
     ) -> Result<AccessKey, AccessKeyError> {
+        self.create_bound(display_name, policies, BoundIdentity::default())
+            .await
+    }
+
+    /// As [`AccessKeyStore::create`], with the service, environment and role the key's
+    /// requests act as.
+    ///
+    /// # Errors
+    /// [`AccessKeyError::InvalidIdentity`] for a malformed value; as
+    /// [`AccessKeyStore::create`].
+    pub async fn create_bound(
+        &self,
+        display_name: &str,
+        policies: Vec<String>,
+        bound: BoundIdentity,
+    ) -> Result<AccessKey, AccessKeyError> {
+        bound.validate().map_err(AccessKeyError::InvalidIdentity)?;
         let secret = sample_ascii(SECRET_ALPHABET, 40)?;
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -153,6 +217,9 @@ impl AccessKeyStore {
                 created,
                 display_name: display_name.to_owned(),
                 policies: policies.clone(),
+                service: bound.service.clone(),
+                environment: bound.environment.clone(),
+                role: bound.role.clone(),
             };
             let bytes =
                 Zeroizing::new(serde_json::to_vec(&stored).map_err(|_| AccessKeyError::Corrupt)?);
@@ -169,6 +236,7 @@ impl AccessKeyStore {
                         created,
                         display_name: display_name.to_owned(),
                         policies,
+                        bound,
                     },
                     secret: SecretAccessKey(secret),
                 });
@@ -201,6 +269,11 @@ impl AccessKeyStore {
                 created: stored.created,
                 display_name: stored.display_name.clone(),
                 policies: stored.policies.clone(),
+                bound: BoundIdentity {
+                    service: stored.service.clone(),
+                    environment: stored.environment.clone(),
+                    role: stored.role.clone(),
+                },
             },
             secret: SecretAccessKey(Zeroizing::new(stored.secret.clone())),
         }))
@@ -273,5 +346,41 @@ mod tests {
         assert!(!store.delete(&key.info.id).await.unwrap());
         assert!(store.get(&key.info.id).await.unwrap().is_none());
         assert!(store.get("../../etc").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn bound_identities_are_stored_and_checked() {
+        let barrier = Arc::new(Barrier::new(Arc::new(MemoryBackend::new())));
+        let root = RootKey::generate().unwrap();
+        barrier.initialize(&root).await.unwrap();
+        barrier.unseal(&root).await.unwrap();
+        let store = AccessKeyStore::new(barrier.clone());
+        let bound = BoundIdentity {
+            service: Some("billing".into()),
+            environment: Some("prod".into()),
+            role: None,
+        };
+        let key = store
+            .create_bound("billing", vec!["default".into()], bound.clone())
+            .await
+            .unwrap();
+        let again = store.get(&key.info.id).await.unwrap().unwrap();
+        assert_eq!(again.info.bound, bound);
+        let bad = BoundIdentity {
+            role: Some("has space".into()),
+            ..BoundIdentity::default()
+        };
+        assert!(matches!(
+            store.create_bound("x", Vec::new(), bad).await,
+            Err(AccessKeyError::InvalidIdentity(m)) if m.starts_with("role ")
+        ));
+        // A record written before keys had bound identities reads as binding nothing.
+        let old = br#"{"v":1,"secret":"s","created":1,"display_name":"old","policies":["root"]}"#;
+        barrier
+            .put("aws/access-keys/AKIAOLDRECORD2345678", old)
+            .await
+            .unwrap();
+        let old = store.get("AKIAOLDRECORD2345678").await.unwrap().unwrap();
+        assert_eq!(old.info.bound, BoundIdentity::default());
     }
 }

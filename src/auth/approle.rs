@@ -17,6 +17,16 @@
 //! as absent at once, and [`AppRoleStore::tidy`] removes it through the time-sorted expiry
 //! index, as the token store does, without reading every secret id. Every login failure is the same
 //! [`AuthError::InvalidCredentials`]: the caller learns nothing about which part was wrong.
+//!
+//! # Identity for access policies
+//!
+//! A token issued by login acts, for secrets' access policies (`lifecycle::access`), as the
+//! role: its role is the role name (the token's entity, as Vault's `role_name` metadata also
+//! shows), and its service and environment are the role's `bound_service` and
+//! `bound_environment`, which login writes into the token's metadata (`service`,
+//! `environment`). Any `service`, `environment` or `role` key a secret id's metadata carried
+//! is dropped first: whoever may hand out secret ids may not thereby choose the identity, only
+//! the role's owner can. Roles that bind nothing issue tokens with Vault's metadata exactly.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -91,6 +101,10 @@ pub struct Role {
     pub token_period: u64,
     /// Addresses that may use the tokens issued.
     pub token_bound_cidrs: Vec<Cidr>,
+    /// The service the tokens issued act as for access policies.
+    pub bound_service: Option<String>,
+    /// The environment the tokens issued act as for access policies.
+    pub bound_environment: Option<String>,
 }
 
 impl Role {
@@ -111,6 +125,8 @@ impl Role {
             token_num_uses: 0,
             token_period: 0,
             token_bound_cidrs: Vec::new(),
+            bound_service: None,
+            bound_environment: None,
         }
     }
 }
@@ -131,7 +147,15 @@ struct StoredRole {
     token_num_uses: u32,
     token_period: u64,
     token_bound_cidrs: Vec<String>,
+    // Added after the first roles were written; absent in those, which bind nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bound_service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bound_environment: Option<String>,
 }
+
+/// The token metadata keys that carry a caller's identity for access policies.
+pub const IDENTITY_META_KEYS: [&str; 3] = ["service", "environment", "role"];
 
 /// What a new secret id should be.
 #[derive(Debug, Clone, Default)]
@@ -304,6 +328,8 @@ impl AppRoleStore {
             token_num_uses: s.token_num_uses,
             token_period: s.token_period,
             token_bound_cidrs: parse_stored(&s.token_bound_cidrs)?,
+            bound_service: s.bound_service,
+            bound_environment: s.bound_environment,
         }))
     }
 
@@ -327,6 +353,15 @@ impl AppRoleStore {
             return Err(AuthError::InvalidRequest(
                 "token_ttl cannot be greater than token_max_ttl".to_owned(),
             ));
+        }
+        for (field, value) in [
+            ("bound_service", &role.bound_service),
+            ("bound_environment", &role.bound_environment),
+        ] {
+            if let Some(value) = value {
+                crate::lifecycle::access::check_identity_value(field, value)
+                    .map_err(AuthError::InvalidRequest)?;
+            }
         }
         let existing = self.load_role(&role.name).await?;
         let (role_id, new_index) = match existing {
@@ -352,6 +387,8 @@ impl AppRoleStore {
             token_num_uses: role.token_num_uses,
             token_period: role.token_period,
             token_bound_cidrs: to_strings(&role.token_bound_cidrs),
+            bound_service: role.bound_service.clone(),
+            bound_environment: role.bound_environment.clone(),
         };
         let bytes = encode(&stored);
         let path = format!("{ROLE_PREFIX}{}", role.name);
@@ -740,6 +777,16 @@ impl AppRoleStore {
             token_cidrs.extend(info.token_bound_cidrs);
         }
         metadata.insert("role_name".to_owned(), name.clone());
+        // The identity comes from the role alone (see the module documentation).
+        for key in IDENTITY_META_KEYS {
+            metadata.remove(key);
+        }
+        if let Some(service) = &role.bound_service {
+            metadata.insert("service".to_owned(), service.clone());
+        }
+        if let Some(environment) = &role.bound_environment {
+            metadata.insert("environment".to_owned(), environment.clone());
+        }
         let mut policies = role.token_policies.clone();
         if !role.token_no_default_policy && !policies.iter().any(|p| p == "default") {
             policies.push("default".to_owned());
@@ -821,6 +868,57 @@ mod tests {
             AppRoleStore::new(barrier, tokens.clone()),
             tokens,
         )
+    }
+
+    #[tokio::test]
+    async fn login_binds_the_role_identity_and_ignores_secret_id_claims() {
+        let (_, approle, _) = store().await;
+        let mut role = Role::new("billing-api");
+        role.bound_service = Some("billing".into());
+        role.bound_environment = Some("prod".into());
+        approle.write_role(&role).await.unwrap();
+        let stored = approle.read_role("billing-api").await.unwrap().unwrap();
+        assert_eq!(stored.bound_service.as_deref(), Some("billing"));
+        assert_eq!(stored.bound_environment.as_deref(), Some("prod"));
+        let role_id = approle.role_id("billing-api").await.unwrap().unwrap();
+        let mut req = SecretIdRequest::default();
+        for (k, v) in [
+            ("service", "admin"),
+            ("environment", "dev"),
+            ("role", "root"),
+            ("team", "a"),
+        ] {
+            req.metadata.insert(k.into(), v.into());
+        }
+        let (secret, _) = approle
+            .generate_secret_id("billing-api", &req)
+            .await
+            .unwrap();
+        let (_, entry) = approle
+            .login(&role_id, Some(secret.expose_secret()), None)
+            .await
+            .unwrap();
+        assert_eq!(entry.meta["service"], "billing");
+        assert_eq!(entry.meta["environment"], "prod");
+        assert!(!entry.meta.contains_key("role"));
+        assert_eq!(entry.entity.as_deref(), Some("billing-api"));
+        assert_eq!(entry.meta["team"], "a");
+        // A role without bound values: the secret id's claims are dropped, not kept.
+        approle.write_role(&Role::new("plain")).await.unwrap();
+        let role_id = approle.role_id("plain").await.unwrap().unwrap();
+        let (secret, _) = approle.generate_secret_id("plain", &req).await.unwrap();
+        let (_, entry) = approle
+            .login(&role_id, Some(secret.expose_secret()), None)
+            .await
+            .unwrap();
+        assert_eq!(entry.meta.keys().collect::<Vec<_>>(), ["role_name", "team"]);
+        // Malformed bound values are refused.
+        let mut bad = Role::new("bad");
+        bad.bound_service = Some("two words".into());
+        assert!(matches!(
+            approle.write_role(&bad).await,
+            Err(AuthError::InvalidRequest(m)) if m.starts_with("bound_service")
+        ));
     }
 
     #[tokio::test]

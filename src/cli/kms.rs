@@ -133,6 +133,15 @@ pub(crate) enum AccessKeyCommand {
         /// A policy the key carries (repeatable; default `root`).
         #[arg(long = "policy")]
         policies: Vec<String>,
+        /// The service the key's requests act as for secrets' access policies.
+        #[arg(long)]
+        service: Option<String>,
+        /// The environment the key's requests act as for secrets' access policies.
+        #[arg(long)]
+        environment: Option<String>,
+        /// The role the key's requests act as for secrets' access policies.
+        #[arg(long)]
+        role: Option<String>,
     },
     /// Lists access key ids (never secrets).
     List {
@@ -375,11 +384,23 @@ async fn access_key(command: AccessKeyCommand) -> anyhow::Result<()> {
             client,
             display_name,
             policies,
+            service,
+            environment,
+            role,
         } => {
             let api = client.client()?;
             let mut body = json!({ "display_name": display_name });
             if !policies.is_empty() {
                 body["policies"] = json!(policies);
+            }
+            for (field, value) in [
+                ("service", service),
+                ("environment", environment),
+                ("role", role),
+            ] {
+                if let Some(value) = value {
+                    body[field] = json!(value);
+                }
             }
             let out = api
                 .post("sys/aws/access-keys", &body)
@@ -412,10 +433,15 @@ async fn access_key(command: AccessKeyCommand) -> anyhow::Result<()> {
             for id in out["data"]["keys"].as_array().into_iter().flatten() {
                 let id = id.as_str().unwrap_or_default();
                 let info = &out["data"]["key_info"][id];
+                let bound: Vec<String> = ["service", "environment", "role"]
+                    .iter()
+                    .filter_map(|k| info[*k].as_str().map(|v| format!("{k}={v}")))
+                    .collect();
                 println!(
-                    "{id}  {}  {}",
+                    "{id}  {}  {}  {}",
                     info["display_name"].as_str().unwrap_or_default(),
-                    info["policies"]
+                    info["policies"],
+                    bound.join(",")
                 );
             }
             Ok(())

@@ -105,6 +105,31 @@ const BUCKETS: usize = 60;
 /// How often expired windows are swept, in seconds.
 const SWEEP_EVERY_SECS: u64 = 60;
 
+/// The longest service, environment or role name bound to a credential.
+pub const MAX_IDENTITY_VALUE_LEN: usize = 128;
+
+/// Checks a service, environment or role name as it is bound to a credential (an access key,
+/// an AppRole role): 1 to [`MAX_IDENTITY_VALUE_LEN`] letters, digits, `-`, `_`, `.`, `:`, `/`
+/// or `@`. Policies compare these names exactly, so a stray space or a control character would
+/// only make a credential that never matches.
+///
+/// # Errors
+/// A message naming the `dimension` (`service`, `environment`, `role`), not the value.
+pub fn check_identity_value(dimension: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_IDENTITY_VALUE_LEN
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'@')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{dimension} must be 1 to {MAX_IDENTITY_VALUE_LEN} letters, digits, '-', '_', '.', ':', '/' or '@'"
+        ))
+    }
+}
+
 /// Checks that `policy` is well formed, so that a stored policy never fails at check time:
 /// CIDRs parse, patterns are non-empty and not too long, operations are Secrets Manager's (or
 /// `*`), limits are at least 1, and no list exceeds [`MAX_POLICY_ENTRIES`].
@@ -1002,6 +1027,31 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("retry in 3530 seconds"), "{err}");
+    }
+
+    #[test]
+    fn identity_values_are_checked() {
+        for good in [
+            "billing",
+            "prod",
+            "team/db-reader",
+            "svc@example.com",
+            "a:b.c_d",
+        ] {
+            assert!(check_identity_value("service", good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(MAX_IDENTITY_VALUE_LEN + 1);
+        for bad in [
+            "",
+            " billing",
+            "bill ing",
+            "caf\u{e9}",
+            "a\nb",
+            long.as_str(),
+        ] {
+            let err = check_identity_value("role", bad).unwrap_err();
+            assert!(err.starts_with("role "), "{err}");
+        }
     }
 
     #[test]

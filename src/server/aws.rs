@@ -232,7 +232,7 @@ async fn dispatch_inner(
     }
     let caller =
         sigv4::authenticate(state, method, uri, headers, body, service.signing_name()).await?;
-    authorize_operation(state, &caller, service, operation).await?;
+    authorize_operation(state, headers, &caller, service, operation).await?;
     let input = parse_body(body)?;
     match service {
         Service::Kms => kms::handle(state, &caller, operation, &input).await,
@@ -248,41 +248,67 @@ pub fn operation_path(service: &str, operation: &str) -> String {
     format!("aws/{service}/{operation}")
 }
 
-/// Checks the caller's access-key policies (development mode, which accepts any key, checks
-/// nothing).
+/// Checks the policies of the caller's access key or token (development mode's unverified
+/// callers are not checked), then counts one use of a token.
 async fn authorize_operation(
     state: &AppState,
+    headers: &HeaderMap,
     caller: &sigv4::Caller,
     service: Service,
     operation: &str,
 ) -> Result<(), AwsError> {
-    let Some(key) = &caller.access_key else {
+    let Some(policies) = caller.policies() else {
         return Ok(());
     };
     let acl = state
         .arca
         .policies()
-        .acl(&key.policies)
+        .acl(policies)
         .await
         .map_err(|err| match err {
             crate::policy::PolicyError::Sealed => AwsError::sealed(),
             other => AwsError::internal(&other),
         })?;
     let path = operation_path(service.signing_name(), operation);
-    if acl.allows(&path, Capability::Update) {
-        return Ok(());
+    if !acl.allows(&path, Capability::Update) {
+        tracing::info!(principal = %caller.identity().principal, path, "AWS request denied by policy");
+        let credential = if caller.token.is_some() {
+            "token"
+        } else {
+            "access key"
+        };
+        return Err(AwsError::client(
+            "AccessDeniedException",
+            format!(
+                "User: arn:aws:iam::{}:user/{} is not authorized to perform: {}:{operation} \
+                 because no arca policy of its {credential} allows it",
+                state.arca.kms().account(),
+                caller.display_name(),
+                service.signing_name(),
+            ),
+        ));
     }
-    tracing::info!(access_key_id = %key.id, path, "AWS request denied by policy");
-    Err(AwsError::client(
-        "AccessDeniedException",
-        format!(
-            "User: arn:aws:iam::{}:user/{} is not authorized to perform: {}:{operation} because \
-             no arca policy of its access key allows it",
-            state.arca.kms().account(),
-            key.display_name,
-            service.signing_name(),
-        ),
-    ))
+    if caller.token.is_some() {
+        // A token with a use limit spends one per authorised request, as on the Vault API.
+        let token = super::vault::client_token_header(headers).unwrap_or_default();
+        let used = state
+            .arca
+            .tokens()
+            .use_token(token)
+            .await
+            .map_err(|err| match err {
+                crate::auth::AuthError::Sealed => AwsError::sealed(),
+                other => AwsError::internal(&other),
+            })?;
+        if used.is_none() {
+            // Its last use went to a concurrent request, or it expired meanwhile.
+            return Err(AwsError::client(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses the body as a JSON object; an empty body is `{}`.
@@ -345,6 +371,7 @@ async fn authorize_keys(state: &AppState, headers: &HeaderMap) -> Result<(), Api
 fn access_key_error(err: crate::access_keys::AccessKeyError) -> ApiError {
     match err {
         crate::access_keys::AccessKeyError::Sealed => ApiError::sealed(),
+        crate::access_keys::AccessKeyError::InvalidIdentity(msg) => ApiError::bad_request(msg),
         other => ApiError::internal(&other),
     }
 }
@@ -353,6 +380,22 @@ fn access_key_error(err: crate::access_keys::AccessKeyError) -> ApiError {
 struct CreateKeyBody {
     display_name: Option<String>,
     policies: Option<Vec<String>>,
+    /// The identity the key's requests act as for access policies (empty = none).
+    service: Option<String>,
+    environment: Option<String>,
+    role: Option<String>,
+}
+
+/// The public description of a key, as create, read and list show it.
+fn key_data(info: &crate::access_keys::AccessKeyInfo) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("display_name".into(), json!(info.display_name));
+    data.insert("policies".into(), json!(info.policies));
+    data.insert("creation_time".into(), json!(info.created));
+    data.insert("service".into(), json!(info.bound.service));
+    data.insert("environment".into(), json!(info.bound.environment));
+    data.insert("role".into(), json!(info.bound.role));
+    data
 }
 
 async fn create_access_key(
@@ -364,20 +407,25 @@ async fn create_access_key(
     authorize_keys(&state, &headers).await?;
     let display_name = body.display_name.unwrap_or_else(|| "aws".to_owned());
     let policies = body.policies.unwrap_or_else(|| vec!["root".to_owned()]);
+    let set = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let bound = crate::access_keys::BoundIdentity {
+        service: set(body.service),
+        environment: set(body.environment),
+        role: set(body.role),
+    };
     let key = state
         .arca
         .access_keys()
-        .create(&display_name, policies)
+        .create_bound(&display_name, policies, bound)
         .await
         .map_err(access_key_error)?;
-    let data = json!({
-        "access_key_id": key.info.id,
-        "secret_access_key": key.secret.expose_secret(),
-        "display_name": key.info.display_name,
-        "policies": key.info.policies,
-        "creation_time": key.info.created,
-    });
-    Ok(axum::Json(envelope(&request_id, data)).into_response())
+    let mut data = key_data(&key.info);
+    data.insert("access_key_id".into(), json!(key.info.id));
+    data.insert(
+        "secret_access_key".into(),
+        json!(key.secret.expose_secret()),
+    );
+    Ok(axum::Json(envelope(&request_id, Value::Object(data))).into_response())
 }
 
 async fn list_access_keys_inner(
@@ -393,16 +441,7 @@ async fn list_access_keys_inner(
     let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
     let info: Map<String, Value> = keys
         .iter()
-        .map(|k| {
-            (
-                k.id.clone(),
-                json!({
-                    "display_name": k.display_name,
-                    "policies": k.policies,
-                    "creation_time": k.created,
-                }),
-            )
-        })
+        .map(|k| (k.id.clone(), Value::Object(key_data(k))))
         .collect();
     Ok(axum::Json(envelope(
         request_id,
@@ -451,13 +490,9 @@ async fn read_access_key(
         .await
         .map_err(access_key_error)?
         .ok_or_else(ApiError::not_found)?;
-    let data = json!({
-        "access_key_id": key.info.id,
-        "display_name": key.info.display_name,
-        "policies": key.info.policies,
-        "creation_time": key.info.created,
-    });
-    Ok(axum::Json(envelope(&request_id, data)).into_response())
+    let mut data = key_data(&key.info);
+    data.insert("access_key_id".into(), json!(key.info.id));
+    Ok(axum::Json(envelope(&request_id, Value::Object(data))).into_response())
 }
 
 async fn delete_access_key(

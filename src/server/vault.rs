@@ -103,6 +103,16 @@ pub(crate) fn client_token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The token of `X-Vault-Token` alone, for the AWS APIs, where `Authorization` carries a
+/// SigV4 signature rather than a bearer token.
+pub(crate) fn client_token_header(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-vault-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 pub(crate) use crate::policy::Capability;
 
 /// The internal header carrying the peer's address from the connection to the handlers (set

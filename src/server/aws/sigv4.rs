@@ -16,13 +16,43 @@
 //! - an access key arca knows (`UnrecognizedClientException`);
 //! - the signature itself, compared in constant time (`InvalidSignatureException`).
 //!
-//! In development mode only the credential scope is read, for its region; any access key and
-//! any signature are accepted, as local emulators do.
+//! In development mode a request signed with an access key arca does not know is accepted
+//! without a check, as local emulators do (only the credential scope is read, for its
+//! region), so `AWS_ACCESS_KEY_ID=test` works. A key arca does know is verified as outside
+//! development mode, so that its policies and its bound identity apply there too.
+//!
+//! # Vault tokens
+//!
+//! A request may carry a Vault token in `X-Vault-Token` instead of a signature, so that the
+//! arca CLI, `arca run` and the agent can use the AWS APIs with the token (or AppRole login)
+//! they already hold. The token is checked exactly as the Vault API checks it (known, not
+//! expired, a service token, used from inside its CIDR bounds); its policies then authorise
+//! the operation with the same rule as an access key's (`update` on
+//! `aws/<service>/<Operation>`), and one use is counted when they allow it. With a token, the
+//! region is the server's default, or the one named by the `X-Arca-Region` header (the region
+//! only selects which secrets are seen; it carries no authority). When both a token and a
+//! signature are present, the token wins and the signature is not read.
+//!
+//! # The caller's identity
+//!
+//! [`Caller::identity`] is what access policies are checked against: built only from the
+//! verified credential, never from a header a caller can set:
+//!
+//! | credential | principal | service, environment | role |
+//! |---|---|---|---|
+//! | access key | `access-key:<id>` | the key's bound identity | the key's bound role |
+//! | token issued by AppRole login (or a child of one) | `approle:<role name>` | the token's metadata, which login fills from the role | the role name |
+//! | other token | `token:<accessor>` | the token's metadata `service`, `environment` | metadata `role` |
+//! | unknown key, development mode | `anonymous` | none | none |
+//!
+//! The source address is the connection's peer, as the server's outermost layer recorded it.
 //!
 //! The client side lives here too: [`sign_request`] is what `arca kms ...` and the seal's
 //! remote KMS ([`RemoteKms`](crate::kms::RemoteKms)) sign their requests with, so both sides
 //! of the protocol go through the same signer.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -32,7 +62,13 @@ use subtle::ConstantTimeEq as _;
 
 use super::AwsError;
 use crate::access_keys::AccessKeyInfo;
+use crate::auth::TokenKind;
+use crate::lifecycle::Identity;
 use crate::server::AppState;
+use crate::server::vault::{client_token_header, remote_addr};
+
+/// The header a token caller names its region with (see the module documentation).
+pub const REGION_HEADER: &str = "x-arca-region";
 
 /// How far a request's date may be from the server's clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
@@ -95,8 +131,88 @@ pub fn sign_request(
 pub struct Caller {
     /// The region of the credential scope (state is kept per region).
     pub region: String,
-    /// The access key (`None` in development mode, where any key is accepted).
+    /// The access key (`None` for a token, and in development mode for a key arca does not
+    /// know).
     pub access_key: Option<AccessKeyInfo>,
+    /// The Vault token the request carried instead of a signature.
+    pub token: Option<TokenCaller>,
+    /// The peer address of the connection.
+    pub source: Option<IpAddr>,
+}
+
+/// What the AWS API keeps of a token caller: never the token itself.
+#[derive(Debug, Clone)]
+pub struct TokenCaller {
+    /// The token's accessor.
+    pub accessor: String,
+    /// The token's policies.
+    pub policies: Vec<String>,
+    /// The AppRole role it was issued to, if any.
+    pub entity: Option<String>,
+    /// The token's metadata.
+    pub meta: BTreeMap<String, String>,
+}
+
+impl Caller {
+    /// The policies that authorise the caller's operations; `None` for an unverified
+    /// development-mode caller, which is not checked.
+    #[must_use]
+    pub fn policies(&self) -> Option<&[String]> {
+        match (&self.token, &self.access_key) {
+            (Some(token), _) => Some(&token.policies),
+            (None, Some(key)) => Some(&key.policies),
+            (None, None) => None,
+        }
+    }
+
+    /// A name for the caller in error messages: the key's display name, `token`, or
+    /// `anonymous`.
+    #[must_use]
+    pub fn display_name(&self) -> &str {
+        match (&self.token, &self.access_key) {
+            (Some(_), _) => "token",
+            (None, Some(key)) => &key.display_name,
+            (None, None) => "anonymous",
+        }
+    }
+
+    /// The verified identity access policies are checked against (see the module
+    /// documentation).
+    #[must_use]
+    pub fn identity(&self) -> Identity {
+        let meta =
+            |token: &TokenCaller, key: &str| token.meta.get(key).filter(|v| !v.is_empty()).cloned();
+        match (&self.token, &self.access_key) {
+            (Some(token), _) => match &token.entity {
+                Some(role) => Identity {
+                    principal: format!("approle:{role}"),
+                    service: meta(token, "service"),
+                    environment: meta(token, "environment"),
+                    role: Some(role.clone()),
+                    source: self.source,
+                },
+                None => Identity {
+                    principal: format!("token:{}", token.accessor),
+                    service: meta(token, "service"),
+                    environment: meta(token, "environment"),
+                    role: meta(token, "role"),
+                    source: self.source,
+                },
+            },
+            (None, Some(key)) => Identity {
+                principal: format!("access-key:{}", key.id),
+                service: key.bound.service.clone(),
+                environment: key.bound.environment.clone(),
+                role: key.bound.role.clone(),
+                source: self.source,
+            },
+            (None, None) => Identity {
+                principal: "anonymous".to_owned(),
+                source: self.source,
+                ..Identity::default()
+            },
+        }
+    }
 }
 
 /// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
@@ -296,7 +412,65 @@ pub fn expected_signature(
     Ok(output.signature().to_owned())
 }
 
-/// Authenticates an AWS request for `service` (its SigV4 signing name).
+fn invalid_token() -> AwsError {
+    AwsError::client(
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    )
+}
+
+fn access_key_failure(err: crate::access_keys::AccessKeyError) -> AwsError {
+    match err {
+        crate::access_keys::AccessKeyError::Sealed => AwsError::sealed(),
+        other => AwsError::internal(&other),
+    }
+}
+
+/// Authenticates a request carrying a Vault token (see the module documentation). The use is
+/// counted later, once the operation is authorised.
+async fn authenticate_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<Caller, AwsError> {
+    let source = remote_addr(headers);
+    let entry = state
+        .arca
+        .tokens()
+        .lookup(token)
+        .await
+        .map_err(|err| match err {
+            crate::auth::AuthError::Sealed => AwsError::sealed(),
+            other => AwsError::internal(&other),
+        })?
+        .filter(|e| {
+            e.kind == TokenKind::Service && crate::auth::cidr::allowed(&e.bound_cidrs, source)
+        })
+        .ok_or_else(invalid_token)?;
+    let region = headers
+        .get(REGION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map_or_else(
+            || state.arca.kms().default_region().to_owned(),
+            str::to_owned,
+        );
+    Ok(Caller {
+        region,
+        access_key: None,
+        token: Some(TokenCaller {
+            accessor: entry.accessor,
+            policies: entry.policies,
+            entity: entry.entity,
+            meta: entry.meta,
+        }),
+        source,
+    })
+}
+
+/// Authenticates an AWS request for `service` (its SigV4 signing name), by its signature or
+/// by a Vault token.
 ///
 /// # Errors
 /// The AWS error of the first failed check (see the module documentation).
@@ -308,21 +482,38 @@ pub async fn authenticate(
     body: &[u8],
     service: &str,
 ) -> Result<Caller, AwsError> {
+    if let Some(token) = client_token_header(headers) {
+        return authenticate_token(state, headers, token).await;
+    }
+    let source = remote_addr(headers);
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if state.options.dev {
-        // Any key, any signature; only the region is taken, when there is one.
-        let region = header
-            .and_then(|h| parse_authorization(h).ok())
-            .map_or_else(
+        let parsed = header.and_then(|h| parse_authorization(h).ok());
+        let known = match &parsed {
+            Some(auth) => state
+                .arca
+                .access_keys()
+                .get(&auth.access_key_id)
+                .await
+                .map_err(access_key_failure)?
+                .is_some(),
+            None => false,
+        };
+        if !known {
+            // Any other key, any signature; only the region is taken, when there is one.
+            let region = parsed.map_or_else(
                 || state.arca.kms().default_region().to_owned(),
                 |a| a.region,
             );
-        return Ok(Caller {
-            region,
-            access_key: None,
-        });
+            return Ok(Caller {
+                region,
+                access_key: None,
+                token: None,
+                source,
+            });
+        }
     }
     let header = header.ok_or_else(|| {
         AwsError::client(
@@ -369,16 +560,8 @@ pub async fn authenticate(
         .access_keys()
         .get(&auth.access_key_id)
         .await
-        .map_err(|err| match err {
-            crate::access_keys::AccessKeyError::Sealed => AwsError::sealed(),
-            other => AwsError::internal(&other),
-        })?
-        .ok_or_else(|| {
-            AwsError::client(
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            )
-        })?;
+        .map_err(access_key_failure)?
+        .ok_or_else(invalid_token)?;
     let expected = expected_signature(
         RequestParts {
             method,
@@ -403,6 +586,8 @@ pub async fn authenticate(
     Ok(Caller {
         region: auth.region,
         access_key: Some(key.info),
+        token: None,
+        source,
     })
 }
 

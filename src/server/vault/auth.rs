@@ -495,6 +495,7 @@ async fn create_token(
     let mut request = TokenRequest::new(policies, path);
     request.display_name = display_name;
     request.meta = req.str_map("meta")?.unwrap_or_default();
+    bind_identity_meta(&mut request.meta, &parent.meta, privileged)?;
     request.ttl = req.duration("ttl")?.or(req.duration("lease")?);
     request.explicit_max_ttl = req.duration("explicit_max_ttl")?.unwrap_or(0);
     request.num_uses = req.count("num_uses")?.unwrap_or(0);
@@ -515,6 +516,35 @@ async fn create_token(
         &entry,
         &warnings,
     ))
+}
+
+/// The identity metadata (`service`, `environment`, `role`) of a new token: secrets' access
+/// policies trust it, so only a root or sudo caller may choose it. Any other caller's child
+/// inherits the parent's values and may not set different ones, else a token could mint a
+/// child that claims another service.
+fn bind_identity_meta(
+    meta: &mut BTreeMap<String, String>,
+    parent: &BTreeMap<String, String>,
+    privileged: bool,
+) -> Result<(), ApiError> {
+    if privileged {
+        return Ok(());
+    }
+    for key in crate::auth::approle::IDENTITY_META_KEYS {
+        match (parent.get(key), meta.get(key)) {
+            (Some(inherited), None) => {
+                meta.insert(key.to_owned(), inherited.clone());
+            }
+            (inherited, Some(asked)) if inherited != Some(asked) => {
+                return Err(ApiError::bad_request(format!(
+                    "root or sudo privileges required to set the {key:?} metadata of a token \
+                     to another value than its parent's"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// As [`authorize_all`], also returning the token's entry (as of this use).
@@ -870,6 +900,8 @@ fn role_data(role: &Role) -> Value {
         "token_ttl": role.token_ttl,
         "token_type": "default",
         "period": role.token_period,
+        "bound_service": role.bound_service,
+        "bound_environment": role.bound_environment,
     })
 }
 
@@ -955,6 +987,13 @@ fn apply_role_fields(role: &mut Role, req: &VaultRequest) -> Result<(), ApiError
     }
     if let Some(v) = req.cidrs("token_bound_cidrs")? {
         role.token_bound_cidrs = v;
+    }
+    // The identity the role's tokens act as for secrets' access policies; "" unbinds.
+    if let Some(v) = req.str("bound_service")? {
+        role.bound_service = Some(v).filter(|v| !v.is_empty());
+    }
+    if let Some(v) = req.str("bound_environment")? {
+        role.bound_environment = Some(v).filter(|v| !v.is_empty());
     }
     if let Some(kind) = req.str("token_type")?
         && !matches!(kind.as_str(), "" | "default" | "service")
@@ -1197,5 +1236,36 @@ mod tests {
             ["root"]
         );
         assert_eq!(sanitize_policies(vec![], false), Vec::<String>::new());
+    }
+
+    #[test]
+    fn only_privileged_callers_choose_identity_metadata() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let parent = map(&[("service", "billing"), ("team", "a")]);
+        // A child inherits, may repeat the parent's value, and may set other keys.
+        let mut child = map(&[("team", "b")]);
+        bind_identity_meta(&mut child, &parent, false).unwrap();
+        assert_eq!(child, map(&[("service", "billing"), ("team", "b")]));
+        let mut same = map(&[("service", "billing")]);
+        assert!(bind_identity_meta(&mut same, &parent, false).is_ok());
+        // It may not claim another value, nor one its parent lacks.
+        for claim in [
+            ("service", "admin"),
+            ("role", "admin"),
+            ("environment", "prod"),
+        ] {
+            let mut child = map(&[claim]);
+            let err = bind_identity_meta(&mut child, &parent, false).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        }
+        // Root or sudo chooses freely.
+        let mut child = map(&[("service", "admin")]);
+        bind_identity_meta(&mut child, &parent, true).unwrap();
+        assert_eq!(child, map(&[("service", "admin")]));
     }
 }
