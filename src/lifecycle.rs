@@ -28,6 +28,7 @@
 pub mod access;
 pub mod events;
 pub mod generate;
+pub mod metrics;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod kv;
 pub mod mounts;
 pub mod policy;
+pub mod secrets_metrics;
 pub mod sys;
 pub mod transit;
 pub mod wrapping;
@@ -35,6 +36,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(wrapping::routes())
         .merge(audit::routes())
         .merge(transit::routes())
+        .merge(secrets_metrics::routes())
 }
 
 /// A JSON request body, parsed with Vault's error shape: malformed JSON and wrong types are 400,
