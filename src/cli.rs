@@ -5,6 +5,7 @@
 //! two; [`normalize_args`] rewrites the single-dash long form before clap parses.
 
 mod audit;
+mod bench;
 mod kms;
 mod operator;
 mod server;
@@ -39,6 +40,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Benchmark helpers: load many secrets through the API.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
     },
 }
 
@@ -129,6 +135,7 @@ pub fn run() -> i32 {
             Command::Status(args) => operator::status(&args).await,
             Command::Kms { command } => kms::run(command).await,
             Command::Audit { command } => audit::run(command),
+            Command::Bench { command } => bench::run(command).await,
         }
     })
 }
