@@ -5,6 +5,8 @@
 //! two; [`normalize_args`] rewrites the single-dash long form before clap parses.
 
 mod audit;
+#[cfg(feature = "aws")]
+mod aws;
 mod bench;
 mod kms;
 mod operator;
@@ -45,6 +47,12 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
+    },
+    /// The AWS back end (feature `aws`): create the DynamoDB table, print the IAM policy.
+    #[cfg(feature = "aws")]
+    Aws {
+        #[command(subcommand)]
+        command: aws::AwsCommand,
     },
 }
 
@@ -136,6 +144,8 @@ pub fn run() -> i32 {
             Command::Kms { command } => kms::run(command).await,
             Command::Audit { command } => audit::run(command),
             Command::Bench { command } => bench::run(command).await,
+            #[cfg(feature = "aws")]
+            Command::Aws { command } => aws::run(command).await,
         }
     })
 }

@@ -7,11 +7,18 @@
 //! max_request_bytes = 33554432   # 32 MiB, Vault's default
 //!
 //! [storage]
-//! backend = "redb"               # "redb" (default), "memory", "sled" (feature `sled`)
+//! backend = "redb"               # "redb" (default), "memory", "sled" (feature `sled`),
+//!                                # "dynamodb" (feature `aws`)
 //! path = "/var/lib/arca"         # a folder; redb keeps arca.redb in it
+//! # dynamodb only (credentials from the standard AWS chain, never from here):
+//! # table = "arca"                # created by `arca aws init-table`
+//! # namespace = "arca"            # the partition key of this store (default "arca")
+//! # region = "eu-west-1"          # default: the AWS chain (AWS_REGION, profile, ...)
+//! # endpoint = "http://127.0.0.1:5000"   # default: AWS_ENDPOINT_URL or DynamoDB's own
 //!
 //! [seal]
-//! kind = "shamir"                # "shamir" (default), "passphrase", "keyfile", "kms"
+//! kind = "shamir"                # "shamir" (default), "passphrase", "keyfile", "kms",
+//!                                # "awskms" (feature `aws`)
 //! key_file = "/etc/arca/unseal.key"            # keyfile only
 //! previous_key_file = "/etc/arca/unseal.old"   # keyfile only, while rotating
 //! # kms only: a key of another arca's KMS API (or AWS KMS). The access key comes from the
@@ -19,6 +26,11 @@
 //! # kms_endpoint = "https://kms.example.internal:8200"
 //! # kms_key_id = "alias/arca-seal"               # key id, key ARN or alias
 //! # kms_region = "us-east-1"                     # the default
+//! # awskms: a key of AWS KMS itself, through the SDK and the standard AWS credential chain
+//! # (environment, profile, instance or task role): no secret in this file either.
+//! # kms_key_id = "arn:aws:kms:eu-west-1:111122223333:key/..."   # required
+//! # kms_region = "eu-west-1"                     # default: the AWS chain
+//! # kms_endpoint = "http://127.0.0.1:5000"       # default: AWS_ENDPOINT_URL or AWS's own
 //!
 //! [tls]
 //! cert = "/etc/arca/tls.crt"     # PEM chain
@@ -26,6 +38,12 @@
 //!
 //! [audit]
 //! file_path = "/var/log/arca/audit.log"   # or "stdout"; every request fails if it cannot write
+//!
+//! [ha]                            # several servers on one dynamodb table, one active
+//! enabled = true
+//! api_addr = "https://arca-1.internal:8200"   # where the others forward to (default: the
+//!                                             # listener's address, if it is not 0.0.0.0)
+//! lease_ttl_secs = 10             # takeover within lease_ttl + 1 s after the active dies
 //! ```
 
 use std::net::SocketAddr;
@@ -77,6 +95,8 @@ pub enum StorageKind {
     Memory,
     /// sled (feature `sled`): not durable on power loss.
     Sled,
+    /// One DynamoDB table (feature `aws`), shared by several servers.
+    Dynamodb,
 }
 
 /// The `[storage]` table.
@@ -88,6 +108,43 @@ pub struct StorageSection {
     pub backend: StorageKind,
     /// The data folder (redb, sled).
     pub path: Option<PathBuf>,
+    /// The DynamoDB table (dynamodb).
+    pub table: Option<String>,
+    /// The partition key value of this store in the table (dynamodb; default `arca`).
+    pub namespace: Option<String>,
+    /// The AWS region (dynamodb; default: the standard AWS chain).
+    pub region: Option<String>,
+    /// The DynamoDB endpoint (dynamodb; default: `AWS_ENDPOINT_URL` or DynamoDB's own).
+    pub endpoint: Option<String>,
+}
+
+impl StorageSection {
+    /// The DynamoDB settings of a `dynamodb` store: table, namespace, and region and endpoint
+    /// when set (the standard AWS chain supplies the rest).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the table is missing or a name breaks DynamoDB's rules.
+    #[cfg(feature = "aws")]
+    pub fn dynamodb(&self) -> Result<arca_storage::DynamoDbConfig, ConfigError> {
+        let Some(table) = self.table.clone() else {
+            return Err(ConfigError::Invalid(
+                "storage.table is required for the dynamodb backend".into(),
+            ));
+        };
+        let config = arca_storage::DynamoDbConfig {
+            table,
+            namespace: self
+                .namespace
+                .clone()
+                .unwrap_or_else(|| arca_storage::backend::dynamodb::DEFAULT_NAMESPACE.to_owned()),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+        };
+        config
+            .check()
+            .map_err(|e| ConfigError::Invalid(format!("storage: {e}")))?;
+        Ok(config)
+    }
 }
 
 /// The seal kinds a configuration can name.
@@ -103,6 +160,9 @@ pub enum SealKindName {
     Keyfile,
     /// A key of a remote KMS API: another arca, or AWS KMS (auto-unseal).
     Kms,
+    /// A key of AWS KMS through the AWS SDK and the standard credential chain (feature
+    /// `aws`; auto-unseal).
+    Awskms,
 }
 
 /// The `[seal]` table.
@@ -174,6 +234,39 @@ pub struct ServerConfig {
     /// The identity the AWS-compatible APIs answer with.
     #[serde(default)]
     pub aws: AwsSection,
+    /// High availability (several servers on one DynamoDB table).
+    #[serde(default)]
+    pub ha: HaSection,
+}
+
+/// The `[ha]` table: high availability, see [`crate::ha`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSection {
+    /// Whether this server takes part in an election (needs the dynamodb backend and an
+    /// auto-unseal seal).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The address other servers forward requests to while this one is active
+    /// (`http(s)://host:port`); default: the listener's address.
+    pub api_addr: Option<String>,
+    /// The lease time in seconds (3 to 300; default 10).
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+}
+
+fn default_lease_ttl() -> u64 {
+    crate::ha::DEFAULT_LEASE_TTL.as_secs()
+}
+
+impl Default for HaSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            api_addr: None,
+            lease_ttl_secs: default_lease_ttl(),
+        }
+    }
 }
 
 /// The `[aws]` table: the account and default region of arca's AWS-compatible APIs.
@@ -235,6 +328,7 @@ impl Default for ServerConfig {
             tls: None,
             audit: None,
             aws: AwsSection::default(),
+            ha: HaSection::default(),
         }
     }
 }
@@ -277,9 +371,30 @@ impl ServerConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the rule.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.storage.backend != StorageKind::Memory && self.storage.path.is_none() {
+        let dynamodb = self.storage.backend == StorageKind::Dynamodb;
+        if !dynamodb && self.storage.backend != StorageKind::Memory && self.storage.path.is_none() {
             return Err(ConfigError::Invalid(
                 "storage.path is required for the redb and sled backends".into(),
+            ));
+        }
+        let s = &self.storage;
+        if !dynamodb
+            && (s.table.is_some()
+                || s.namespace.is_some()
+                || s.region.is_some()
+                || s.endpoint.is_some())
+        {
+            return Err(ConfigError::Invalid(
+                "storage.table, namespace, region and endpoint apply only to backend = \"dynamodb\""
+                    .into(),
+            ));
+        }
+        if dynamodb {
+            #[cfg(feature = "aws")]
+            self.storage.dynamodb()?;
+            #[cfg(not(feature = "aws"))]
+            return Err(ConfigError::Invalid(
+                "this build has no dynamodb backend (build with --features aws)".into(),
             ));
         }
         if self.seal.kind == SealKindName::Keyfile && self.seal.key_file.is_none() {
@@ -302,12 +417,23 @@ impl ServerConfig {
                     "seal.kms_endpoint and seal.kms_key_id are required for the kms seal".into(),
                 ));
             }
+        } else if self.seal.kind == SealKindName::Awskms {
+            if self.seal.kms_key_id.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::Invalid(
+                    "seal.kms_key_id is required for the awskms seal".into(),
+                ));
+            }
+            if !cfg!(feature = "aws") {
+                return Err(ConfigError::Invalid(
+                    "this build has no awskms seal (build with --features aws)".into(),
+                ));
+            }
         } else if self.seal.kms_endpoint.is_some()
             || self.seal.kms_key_id.is_some()
             || self.seal.kms_region.is_some()
         {
             return Err(ConfigError::Invalid(
-                "seal.kms_* apply only to kind = \"kms\"".into(),
+                "seal.kms_* apply only to kind = \"kms\" or \"awskms\"".into(),
             ));
         }
         if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.insecure_listen {
@@ -334,6 +460,48 @@ impl ServerConfig {
         if !region_ok {
             return Err(ConfigError::Invalid(
                 "aws.region must look like an AWS region (e.g. us-east-1)".into(),
+            ));
+        }
+        if self.ha.enabled {
+            if self.storage.backend != StorageKind::Dynamodb {
+                return Err(ConfigError::Invalid(
+                    "ha needs storage shared by the servers: backend = \"dynamodb\"".into(),
+                ));
+            }
+            if !matches!(
+                self.seal.kind,
+                SealKindName::Keyfile | SealKindName::Kms | SealKindName::Awskms
+            ) {
+                return Err(ConfigError::Invalid(
+                    "ha needs an auto-unseal seal (keyfile, kms, awskms): a standby that takes \
+                     over must unseal without an operator"
+                        .into(),
+                ));
+            }
+            let min = crate::ha::MIN_LEASE_TTL.as_secs();
+            if !(min..=300).contains(&self.ha.lease_ttl_secs) {
+                return Err(ConfigError::Invalid(format!(
+                    "ha.lease_ttl_secs must be between {min} and 300"
+                )));
+            }
+            match &self.ha.api_addr {
+                Some(addr) if !(addr.starts_with("http://") || addr.starts_with("https://")) => {
+                    return Err(ConfigError::Invalid(
+                        "ha.api_addr must be an http(s)://host:port address".into(),
+                    ));
+                }
+                None if self.listen.ip().is_unspecified() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "ha.api_addr is required when listening on {}: the other servers need \
+                         an address to forward to",
+                        self.listen
+                    )));
+                }
+                _ => {}
+            }
+        } else if self.ha.api_addr.is_some() {
+            return Err(ConfigError::Invalid(
+                "ha.api_addr applies only with ha.enabled = true".into(),
             ));
         }
         if self.request_timeout_secs == 0 {
@@ -403,6 +571,20 @@ impl ServerConfig {
                     std::sync::Arc::new(provider),
                     self.seal.kms_key_id.clone().unwrap_or_default(),
                 ))
+            }
+            #[cfg(feature = "aws")]
+            SealKindName::Awskms => SealConfig::Kms(KmsSealConfig::new(
+                std::sync::Arc::new(crate::kms::AwsKms::new(
+                    self.seal.kms_region.clone(),
+                    self.seal.kms_endpoint.clone(),
+                )),
+                self.seal.kms_key_id.clone().unwrap_or_default(),
+            )),
+            #[cfg(not(feature = "aws"))]
+            SealKindName::Awskms => {
+                return Err(ConfigError::Invalid(
+                    "this build has no awskms seal (build with --features aws)".into(),
+                ));
             }
         })
     }
@@ -475,6 +657,75 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!format!("{seal:?}").contains("super-secret-value"));
+    }
+
+    #[test]
+    fn dynamodb_storage_and_awskms_seal_are_checked() {
+        let text = r#"
+            [storage]
+            backend = "dynamodb"
+            table = "arca-prod"
+            namespace = "team-a"
+            region = "eu-west-1"
+            endpoint = "http://127.0.0.1:5000"
+            [seal]
+            kind = "awskms"
+            kms_key_id = "alias/arca-seal"
+            "#;
+        let parsed = ServerConfig::parse(text);
+        if cfg!(feature = "aws") {
+            let config = parsed.unwrap();
+            assert_eq!(config.storage.backend, StorageKind::Dynamodb);
+            #[cfg(feature = "aws")]
+            {
+                let dynamodb = config.storage.dynamodb().unwrap();
+                assert_eq!(dynamodb.table, "arca-prod");
+                assert_eq!(dynamodb.namespace, "team-a");
+                assert_eq!(dynamodb.region.as_deref(), Some("eu-west-1"));
+                match config.seal_config().unwrap() {
+                    SealConfig::Kms(kms) => assert_eq!(kms.key_id(), "alias/arca-seal"),
+                    other => panic!("{other:?}"),
+                }
+            }
+        } else {
+            assert!(parsed.unwrap_err().to_string().contains("--features aws"));
+        }
+        for bad in [
+            // No table.
+            "[storage]\nbackend = \"dynamodb\"\n",
+            // A table name DynamoDB refuses.
+            "[storage]\nbackend = \"dynamodb\"\ntable = \"no spaces\"\n",
+            // DynamoDB settings on another backend.
+            "[storage]\npath = \"/x\"\ntable = \"arca\"\n",
+            // The awskms seal without a key.
+            "[storage]\nbackend = \"memory\"\n[seal]\nkind = \"awskms\"\n",
+        ] {
+            assert!(ServerConfig::parse(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
+    #[test]
+    fn ha_needs_shared_storage_an_auto_unseal_seal_and_an_address() {
+        let base = "[storage]\nbackend = \"dynamodb\"\ntable = \"arca\"\n[seal]\nkind = \"awskms\"\nkms_key_id = \"alias/k\"\n";
+        let with = |extra: &str| ServerConfig::parse(&format!("{base}{extra}"));
+        if cfg!(feature = "aws") {
+            let config = with("[ha]\nenabled = true\n").unwrap();
+            assert_eq!(config.ha.lease_ttl_secs, 10);
+            assert!(with("[ha]\nenabled = true\nlease_ttl_secs = 2\n").is_err());
+            assert!(with("[ha]\nenabled = true\napi_addr = \"arca:8200\"\n").is_err());
+            // 0.0.0.0 is no address to forward to.
+            assert!(
+                with("listen = \"0.0.0.0:8200\"\ninsecure_listen = true\n[ha]\nenabled = true\n")
+                    .is_err()
+            );
+            assert!(with("[ha]\napi_addr = \"http://a:8200\"\n").is_err());
+        }
+        for bad in [
+            "[storage]\npath = \"/x\"\n[ha]\nenabled = true\n",
+            "[storage]\nbackend = \"memory\"\n[seal]\nkind = \"keyfile\"\nkey_file = \"/k\"\n[ha]\nenabled = true\n",
+        ] {
+            assert!(ServerConfig::parse(bad).is_err(), "accepted: {bad}");
+        }
     }
 
     #[test]

@@ -44,11 +44,12 @@ pub enum OpenError {
 /// The name of the redb file inside a data folder.
 pub const REDB_FILE: &str = "arca.redb";
 
-/// Opens the backend a storage section names.
+/// Opens the backend a storage section names (for DynamoDB: connects, with credentials from
+/// the standard AWS chain, and checks that the table exists).
 ///
 /// # Errors
 /// [`OpenError`] when the folder or the store cannot be opened.
-pub fn open_backend(storage: &StorageSection) -> Result<Arc<dyn Backend>, OpenError> {
+pub async fn open_backend(storage: &StorageSection) -> Result<Arc<dyn Backend>, OpenError> {
     let folder = || {
         let path = storage
             .path
@@ -86,6 +87,23 @@ pub fn open_backend(storage: &StorageSection) -> Result<Arc<dyn Backend>, OpenEr
         #[cfg(not(feature = "sled"))]
         StorageKind::Sled => Err(OpenError::Config(
             "this build has no sled backend (build with --features sled)".into(),
+        )),
+        #[cfg(feature = "aws")]
+        StorageKind::Dynamodb => {
+            let config = storage
+                .dynamodb()
+                .map_err(|e| OpenError::Config(e.to_string()))?;
+            let backend = arca_storage::DynamoDbBackend::connect(&config)
+                .await
+                .map_err(|source| OpenError::Backend {
+                    kind: "dynamodb",
+                    source,
+                })?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(not(feature = "aws"))]
+        StorageKind::Dynamodb => Err(OpenError::Config(
+            "this build has no dynamodb backend (build with --features aws)".into(),
         )),
     }
 }
@@ -235,6 +253,7 @@ impl Arca {
             StorageKind::Redb => "redb",
             StorageKind::Memory => "inmem",
             StorageKind::Sled => "sled",
+            StorageKind::Dynamodb => "dynamodb",
         }
     }
 }

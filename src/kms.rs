@@ -30,7 +30,8 @@
 //!
 //! [`RemoteKms`] is the same trait over the AWS KMS JSON API of another arca (or AWS KMS
 //! itself), signed with SigV4: with it, the seal kind `kms` auto-unseals one arca with a key
-//! kept by another.
+//! kept by another. `AwsKms` (feature `aws`) is the trait over AWS KMS through the official
+//! SDK and the standard AWS credential chain: the seal kind `awskms`.
 //!
 //! [`KeyWrapper`]: crate::seal::KeyWrapper
 //!
@@ -68,6 +69,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "aws")]
+mod aws;
 pub mod blob;
 mod local;
 mod material;
@@ -79,6 +82,8 @@ use std::collections::BTreeMap;
 
 use arca_storage::{BarrierError, Plaintext};
 
+#[cfg(feature = "aws")]
+pub use aws::AwsKms;
 pub use blob::{BlobError, ParsedBlob, parse_blob};
 pub use local::{
     AliasEntry, CreateKeyRequest, KeyMetadata, KeyState, ListPage, LocalKms, MAX_PLAINTEXT_LEN,

@@ -16,6 +16,8 @@
 //!   engine built on it;
 //! - [`access_keys`]: the AWS access keys SigV4 signatures are checked against;
 //! - [`server`]: the Vault-compatible and AWS-compatible (KMS) HTTP APIs.
+//! - [`ha`]: several servers on one DynamoDB table, one active through a lease (feature
+//!   `aws` brings the DynamoDB backend and AWS KMS).
 //!
 //! - [`lifecycle`]: the secret lifecycle with Secrets Manager's semantics: typed generation,
 //!   versions and staging labels, rotation, access policies, usage metrics.
@@ -36,6 +38,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod ha;
 mod handle;
 pub mod kms;
 pub mod kv;

@@ -11,6 +11,7 @@
 
 pub mod aws;
 pub mod error;
+pub mod standby;
 pub mod vault;
 
 use std::future::Future;

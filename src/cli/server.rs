@@ -119,7 +119,14 @@ fn init_logging(filter: &str) {
 async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()> {
     init_logging(&config.log_level);
 
-    let backend = open_backend(&config.storage)?;
+    let backend = open_backend(&config.storage).await?;
+    // HA: a standby forwards to the active server until it holds the lease itself.
+    let Some(mut activation) =
+        crate::server::standby::until_active(&config, Arc::clone(&backend), shutdown_signal())
+            .await?
+    else {
+        return Ok(());
+    };
     let arca = Arc::new(
         Arca::open_with_aws(
             backend,
@@ -169,9 +176,12 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
         Some(tls) => Some(load_tls(&tls.cert, &tls.key).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = match activation.take_listener()? {
+        Some(listener) => listener,
+        None => tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?,
+    };
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let options = ServerOptions {
@@ -179,7 +189,7 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
         request_timeout: Duration::from_secs(config.request_timeout_secs),
         max_request_bytes: config.max_request_bytes,
     };
-    let application = app(arca.clone(), options);
+    let application = activation.layer(app(arca.clone(), options));
     {
         // Tests and scripts read this line to learn the port of a `:0` listener.
         let mut out = std::io::stdout().lock();
@@ -197,6 +207,7 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
     tracing::info!("shutting down");
     tidy.abort();
     arca.barrier().flush().await.ok();
+    activation.release().await;
     Ok(())
 }
 

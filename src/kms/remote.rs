@@ -196,14 +196,10 @@ impl RemoteKms {
             .or_else(|| body["Message"].as_str())
             .unwrap_or_default()
             .to_owned();
+        if let Some(known) = known_error(code, &message) {
+            return known;
+        }
         match code {
-            "NotFoundException" => KmsError::NotFound(message),
-            "DisabledException" => KmsError::Disabled(message),
-            "KMSInvalidStateException" => KmsError::InvalidState(message),
-            "InvalidCiphertextException" => KmsError::InvalidCiphertext,
-            "IncorrectKeyException" => KmsError::IncorrectKey,
-            "InvalidKeyUsageException" => KmsError::InvalidKeyUsage(message),
-            "ValidationException" => KmsError::InvalidArgument(message),
             "" => KmsError::Internal(format!(
                 "the KMS at {} answered HTTP {status} without an AWS error",
                 self.endpoint
@@ -236,6 +232,23 @@ impl RemoteKms {
             ))
         })
     }
+}
+
+/// The [`KmsError`] for an AWS KMS error code that has a variant of its own, shared by every
+/// client of the KMS API (this one, and `AwsKms` over the AWS SDK). KMS messages name keys and
+/// states, never plaintext.
+pub(super) fn known_error(code: &str, message: &str) -> Option<KmsError> {
+    let message = message.to_owned();
+    Some(match code {
+        "NotFoundException" => KmsError::NotFound(message),
+        "DisabledException" => KmsError::Disabled(message),
+        "KMSInvalidStateException" => KmsError::InvalidState(message),
+        "InvalidCiphertextException" => KmsError::InvalidCiphertext,
+        "IncorrectKeyException" => KmsError::IncorrectKey,
+        "InvalidKeyUsageException" => KmsError::InvalidKeyUsage(message),
+        "ValidationException" => KmsError::InvalidArgument(message),
+        _ => return None,
+    })
 }
 
 #[async_trait]

@@ -187,6 +187,14 @@ impl ArcaServer {
         );
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, wait up to [`STOP_TIMEOUT`], then SIGKILL. Returns the exit status of a
     /// process that exited by itself, `None` if it had to be killed.
     fn terminate(&mut self) -> Option<ExitStatus> {

@@ -9,6 +9,12 @@ use super::{ARCA, run_within};
 
 /// Runs `tests/python/<file>`; see the module documentation.
 pub fn run(file: &str) {
+    run_with_env(file, &[]);
+}
+
+/// As [`run`], with `env` set for pytest and the servers it starts (the AWS back-end tests
+/// point them at moto's server this way).
+pub fn run_with_env(file: &str, env: &[(&str, &str)]) {
     let venv = super::venv::ensure();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
@@ -41,6 +47,7 @@ pub fn run(file: &str) {
         .env("PYTHONDONTWRITEBYTECODE", "1")
         // The harness modules beside the test files (conftest.py, *_harness.py).
         .env("PYTHONPATH", &dir)
+        .envs(env.iter().copied())
         .current_dir(work.path());
     let run = run_within(&mut command, Duration::from_secs(600));
     println!("{}\n{}", run.stdout, run.stderr);

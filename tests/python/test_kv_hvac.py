@@ -18,7 +18,9 @@ from hvac import exceptions
 def vault(arca):
     client = hvac.Client(url=arca.addr)
     init = client.sys.initialize(secret_shares=1, secret_threshold=1)
-    client.sys.submit_unseal_key(init["keys"][0])
+    if not init.get("recovery_keys"):
+        # Shamir; an auto-unseal seal (the awskms run of tests/aws_backend.rs) unseals itself.
+        client.sys.submit_unseal_key(init["keys"][0])
     client.token = init["root_token"]
     client.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
     client.server = arca
