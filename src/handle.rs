@@ -126,6 +126,7 @@ pub struct Arca {
     audit: crate::audit::AuditLog,
     mounts: crate::mounts::Mounts,
     kv: crate::kv::KvState,
+    secrets: crate::lifecycle::Secrets,
 }
 
 impl Arca {
@@ -171,6 +172,7 @@ impl Arca {
         let access_keys = AccessKeyStore::new(Arc::clone(&barrier));
         let kms = Arc::new(LocalKms::new(Arc::clone(&barrier), region, account));
         let mounts = crate::mounts::Mounts::new(Arc::clone(&barrier));
+        let secrets = crate::lifecycle::Secrets::new(Arc::clone(&barrier), Arc::clone(&kms));
         let seal = Seal::open(barrier, seal).await?;
         Ok(Self {
             seal,
@@ -182,6 +184,7 @@ impl Arca {
             audit,
             mounts,
             kv: crate::kv::KvState::default(),
+            secrets,
         })
     }
 
@@ -226,6 +229,13 @@ impl Arca {
     #[must_use]
     pub fn kv(&self) -> crate::kv::Kv<'_> {
         crate::kv::Kv::new(self.barrier(), &self.mounts, &self.kms, &self.kv)
+    }
+
+    /// The secret store with AWS Secrets Manager's semantics (versions, staging labels,
+    /// rotation state, deletion with a recovery window), per region.
+    #[must_use]
+    pub fn secrets(&self) -> &crate::lifecycle::Secrets {
+        &self.secrets
     }
 
     /// The ACL policy store.

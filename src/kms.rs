@@ -72,6 +72,7 @@
 #[cfg(feature = "aws")]
 mod aws;
 pub mod blob;
+pub(crate) mod envelope;
 mod local;
 mod material;
 mod remote;
@@ -86,8 +87,8 @@ use arca_storage::{BarrierError, Plaintext};
 pub use aws::AwsKms;
 pub use blob::{BlobError, ParsedBlob, parse_blob};
 pub use local::{
-    AliasEntry, CreateKeyRequest, KeyMetadata, KeyState, ListPage, LocalKms, MAX_PLAINTEXT_LEN,
-    RotationEntry, RotationStatus, Scope,
+    AWS_MANAGED_ALIAS_PREFIX, AliasEntry, CreateKeyRequest, KeyMetadata, KeyState, ListPage,
+    LocalKms, MAX_PLAINTEXT_LEN, RotationEntry, RotationStatus, Scope,
 };
 pub use material::{
     HashAlgorithm, KeySpec, KeyUsage, MacAlgorithm, MessageType, SigningAlgorithm, random_bytes,

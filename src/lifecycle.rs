@@ -29,9 +29,12 @@ pub mod access;
 pub mod events;
 pub mod generate;
 pub mod metrics;
+pub mod store;
 
 use std::fmt;
 use std::net::IpAddr;
+
+pub use store::*;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

@@ -506,7 +506,7 @@ impl Scope<'_> {
     }
 
     async fn read_alias(&self, name: &str) -> Result<Option<StoredAlias>, KmsError> {
-        if check_alias_name(name).is_err() {
+        if check_alias_syntax(name).is_err() {
             return Ok(None);
         }
         let Some(bytes) = self.barrier().get(&self.alias_path(name)).await? else {
@@ -1204,6 +1204,36 @@ impl Scope<'_> {
         description: &str,
     ) -> Result<String, KmsError> {
         check_alias_name(alias)?;
+        self.ensure_key_for_checked_alias(alias, description).await
+    }
+
+    /// As [`Scope::ensure_key_for_alias`], for the alias of an AWS managed key
+    /// (`alias/aws/<service>`, such as `alias/aws/secretsmanager`): the default key a service
+    /// of arca encrypts with when the caller names none, as AWS creates it on first use.
+    /// Callers cannot create such aliases themselves.
+    ///
+    /// # Errors
+    /// [`KmsError::InvalidAliasName`] for a name outside `alias/aws/`; [`KmsError::Sealed`];
+    /// storage failures.
+    pub async fn ensure_aws_managed_key(
+        &self,
+        alias: &str,
+        description: &str,
+    ) -> Result<String, KmsError> {
+        check_alias_syntax(alias)?;
+        if !alias.starts_with(AWS_MANAGED_ALIAS_PREFIX) {
+            return Err(KmsError::InvalidAliasName(format!(
+                "{alias} is not the alias of an AWS managed key"
+            )));
+        }
+        self.ensure_key_for_checked_alias(alias, description).await
+    }
+
+    async fn ensure_key_for_checked_alias(
+        &self,
+        alias: &str,
+        description: &str,
+    ) -> Result<String, KmsError> {
         if let Some(existing) = self.read_alias(alias).await? {
             return Ok(self.key_arn(&existing.target));
         }
@@ -1751,7 +1781,24 @@ fn check_tag(key: &str, value: &str) -> Result<(), KmsError> {
 
 /// Checks an alias name: `alias/` then 1 to 250 of `[A-Za-z0-9/_-]`, and not `alias/aws/`
 /// (reserved for AWS managed keys: [`KmsError::NotAuthorized`]).
+/// Checks an alias name a caller may create, update or delete: well formed, and not one of the
+/// names reserved for AWS managed keys.
 fn check_alias_name(name: &str) -> Result<(), KmsError> {
+    check_alias_syntax(name)?;
+    if name.starts_with(AWS_MANAGED_ALIAS_PREFIX) {
+        return Err(KmsError::NotAuthorized(
+            "Alias names starting with alias/aws/ are reserved for AWS managed keys".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The prefix of the aliases of AWS managed keys (`alias/aws/secretsmanager`): only arca's own
+/// services create them.
+pub const AWS_MANAGED_ALIAS_PREFIX: &str = "alias/aws/";
+
+/// Checks that an alias name is well formed (reserved names included).
+fn check_alias_syntax(name: &str) -> Result<(), KmsError> {
     let Some(rest) = name.strip_prefix("alias/") else {
         return Err(KmsError::InvalidAliasName(format!(
             "Alias must start with the prefix \"alias/\": {name}"
@@ -1766,11 +1813,6 @@ fn check_alias_name(name: &str) -> Result<(), KmsError> {
         return Err(KmsError::InvalidAliasName(format!(
             "{name} contains invalid characters for an alias"
         )));
-    }
-    if rest.starts_with("aws/") {
-        return Err(KmsError::NotAuthorized(
-            "Alias names starting with alias/aws/ are reserved for AWS managed keys".into(),
-        ));
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Envelope encryption of one KV version.
+//! Envelope encryption of one KV version, with the construction of [`crate::kms::envelope`].
 //!
 //! Every version gets its own 256-bit data key from the key provider (`GenerateDataKey` under
 //! the KV key, [`super::KV_KEY_ALIAS`]). The data key's plaintext encrypts the version's JSON
@@ -18,10 +18,10 @@
 //! barrier keys and the key provider.
 
 use arca_storage::Plaintext;
-use arca_storage::envelope::{Envelope, RecordCipher};
 
 use super::KvError;
-use crate::kms::{DataKeySpec, EncryptionContext, KeyProvider, KmsError};
+use crate::kms::envelope::{self, EnvelopeError};
+use crate::kms::{EncryptionContext, KeyProvider, KmsError};
 
 /// HKDF `info` of the key that encrypts a version's JSON under its data key.
 pub const VERSION_KEY_INFO: &[u8] = b"arca/kv/version/v1";
@@ -46,14 +46,6 @@ fn associated_path(mount_uuid: &str, path: &str, version: u64) -> String {
     format!("kv/{mount_uuid}/{version}/{path}")
 }
 
-fn cipher(data_key: &Plaintext) -> Result<RecordCipher, KvError> {
-    let key: &[u8; 32] = data_key.expose_secret().try_into().map_err(|_| {
-        tracing::error!("the key provider returned a data key that is not 32 bytes");
-        KvError::Internal("unexpected data key length".into())
-    })?;
-    Ok(RecordCipher::derive(key, VERSION_KEY_INFO))
-}
-
 pub(crate) fn kms_error(err: KmsError) -> KvError {
     match err {
         KmsError::Sealed => KvError::Sealed,
@@ -69,6 +61,14 @@ pub(crate) fn kms_error(err: KmsError) -> KvError {
     }
 }
 
+fn envelope_error(err: EnvelopeError) -> KvError {
+    match err {
+        EnvelopeError::Kms(err) => kms_error(err),
+        EnvelopeError::Integrity => KvError::Integrity,
+        EnvelopeError::Internal(message) => KvError::Internal(message),
+    }
+}
+
 /// Seals `json` as `version` of `path` in the mount with UUID `mount_uuid`.
 pub(crate) async fn seal(
     kms: &dyn KeyProvider,
@@ -78,17 +78,19 @@ pub(crate) async fn seal(
     version: u64,
     json: &[u8],
 ) -> Result<SealedVersion, KvError> {
-    let context = context(mount_uuid, path, version);
-    let data_key = kms
-        .generate_data_key(key_id, DataKeySpec::Aes256, &context)
-        .await
-        .map_err(kms_error)?;
-    let ciphertext = cipher(&data_key.plaintext)?
-        .seal(0, &associated_path(mount_uuid, path, version), json)
-        .map_err(|err| KvError::Internal(format!("sealing a version failed: {err}")))?;
+    let sealed = envelope::seal(
+        kms,
+        key_id,
+        &context(mount_uuid, path, version),
+        VERSION_KEY_INFO,
+        &associated_path(mount_uuid, path, version),
+        json,
+    )
+    .await
+    .map_err(envelope_error)?;
     Ok(SealedVersion {
-        ciphertext,
-        wrapped_key: data_key.ciphertext_blob,
+        ciphertext: sealed.ciphertext,
+        wrapped_key: sealed.wrapped_key,
     })
 }
 
@@ -101,16 +103,19 @@ pub(crate) async fn open(
     ciphertext: &[u8],
     wrapped_key: &[u8],
 ) -> Result<Plaintext, KvError> {
-    let context = context(mount_uuid, path, version);
-    let data_key = kms
-        .decrypt(wrapped_key, &context)
-        .await
-        .map_err(kms_error)?;
-    let envelope = Envelope::decode(ciphertext).map_err(|_| KvError::Integrity)?;
-    cipher(&data_key.plaintext)?
-        .open(&envelope, &associated_path(mount_uuid, path, version))
-        .map_err(|_| {
+    envelope::open(
+        kms,
+        &context(mount_uuid, path, version),
+        VERSION_KEY_INFO,
+        &associated_path(mount_uuid, path, version),
+        ciphertext,
+        wrapped_key,
+    )
+    .await
+    .map_err(|err| {
+        if matches!(err, EnvelopeError::Integrity) {
             tracing::warn!(version, "a KV version failed its integrity check");
-            KvError::Integrity
-        })
+        }
+        envelope_error(err)
+    })
 }
