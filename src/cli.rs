@@ -11,6 +11,7 @@ mod bench;
 mod kms;
 mod operator;
 mod server;
+mod zt;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -37,6 +38,11 @@ enum Command {
     Kms {
         #[command(subcommand)]
         command: kms::KmsCommand,
+    },
+    /// Zero-trust distribution: challenge, fetch, verify, open-share, combine, roles.
+    Zt {
+        #[command(subcommand)]
+        command: zt::ZtCommand,
     },
     /// Audit log tools: verify a log's hash chain.
     Audit {
@@ -143,6 +149,7 @@ pub fn run() -> i32 {
             Command::Status(args) => operator::status(&args).await,
             Command::Kms { command } => kms::run(command).await,
             Command::Audit { command } => audit::run(command),
+            Command::Zt { command } => zt::run(command).await,
             Command::Bench { command } => bench::run(command).await,
             #[cfg(feature = "aws")]
             Command::Aws { command } => aws::run(command).await,

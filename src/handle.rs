@@ -126,6 +126,7 @@ pub struct Arca {
     audit: crate::audit::AuditLog,
     mounts: crate::mounts::Mounts,
     kv: crate::kv::KvState,
+    zerotrust: crate::zerotrust::ZeroTrust,
     secrets: crate::lifecycle::Secrets,
 }
 
@@ -174,6 +175,7 @@ impl Arca {
         let mounts = crate::mounts::Mounts::new(Arc::clone(&barrier));
         let secrets = crate::lifecycle::Secrets::new(Arc::clone(&barrier), Arc::clone(&kms));
         let seal = Seal::open(barrier, seal).await?;
+        let zerotrust = crate::zerotrust::ZeroTrust::new(Arc::clone(seal.barrier()));
         Ok(Self {
             seal,
             kms,
@@ -184,6 +186,7 @@ impl Arca {
             audit,
             mounts,
             kv: crate::kv::KvState::default(),
+            zerotrust,
             secrets,
         })
     }
@@ -236,6 +239,13 @@ impl Arca {
     #[must_use]
     pub fn secrets(&self) -> &crate::lifecycle::Secrets {
         &self.secrets
+    }
+
+    /// Zero-trust distribution: roles, challenges, sessions, the signing key, and the client
+    /// CAs the TLS layer verifies certificates against.
+    #[must_use]
+    pub fn zerotrust(&self) -> &crate::zerotrust::ZeroTrust {
+        &self.zerotrust
     }
 
     /// The ACL policy store.

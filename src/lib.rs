@@ -19,6 +19,10 @@
 //! - [`ha`]: several servers on one DynamoDB table, one active through a lease (feature
 //!   `aws` brings the DynamoDB backend and AWS KMS).
 //!
+//! - [`zerotrust`]: zero-trust distribution: verified identity factors, workload attestation,
+//!   network context, a deterministic risk decision, and protected deliveries (time-bound,
+//!   usage-limited, zone-restricted, forward-secret, split, signed).
+//!
 //! - [`lifecycle`]: the secret lifecycle with Secrets Manager's semantics: typed generation,
 //!   versions and staging labels, rotation, access policies, usage metrics.
 //!
@@ -47,6 +51,7 @@ pub mod mounts;
 pub mod policy;
 pub mod seal;
 pub mod server;
+pub mod zerotrust;
 
 pub use handle::{
     Arca, DEFAULT_KMS_ACCOUNT, DEFAULT_KMS_REGION, OpenError, REDB_FILE, open_backend,

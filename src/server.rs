@@ -13,6 +13,7 @@ pub mod aws;
 pub mod error;
 pub mod standby;
 pub mod vault;
+pub mod zt;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,6 +77,7 @@ pub fn app(arca: Arc<Arca>, options: ServerOptions) -> Router {
     Router::new()
         .merge(vault::routes())
         .merge(aws::routes())
+        .merge(zt::routes())
         .fallback(fallback)
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(limit))
@@ -299,6 +301,8 @@ async fn serve_tls(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        // The client chain the handshake verified (zero-trust mTLS), for every request of
+        // the connection.
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls =
@@ -313,10 +317,18 @@ async fn serve_tls(
                         return;
                     }
                 };
+            let client_chain = tls.get_ref().1.peer_certificates().map(|chain| {
+                crate::zerotrust::PeerCertificates(Arc::new(
+                    chain.iter().map(|c| c.clone().into_owned()).collect(),
+                ))
+            });
             let service = tower::ServiceExt::map_request(
                 app,
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(chain) = &client_chain {
+                        req.extensions_mut().insert(chain.clone());
+                    }
                     req.map(axum::body::Body::new)
                 },
             );
@@ -346,6 +358,24 @@ pub fn load_tls(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
+    load_tls_with_client_auth(
+        cert,
+        key,
+        rustls::server::WebPkiClientVerifier::no_client_auth(),
+    )
+}
+
+/// As [`load_tls`], with `client_auth` deciding on client certificates: the zero-trust
+/// registry's verifier ([`crate::zerotrust::ClientCaRegistry::verifier`]) accepts optional
+/// client certificates that chain to the union of the roles' client-CA bundles.
+///
+/// # Errors
+/// As [`load_tls`].
+pub fn load_tls_with_client_auth(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_auth: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -362,7 +392,7 @@ pub fn load_tls(
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS configuration: {e}"))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_auth)
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS certificate and key do not fit: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -38,6 +38,12 @@ impl Cidr {
         Ok(Self { addr, prefix })
     }
 
+    /// The prefix length (32 for a bare IPv4 address); longer is more specific.
+    #[must_use]
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `ip` is inside the block.
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {

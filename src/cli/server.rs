@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use crate::config::{SealKindName, ServerConfig, StorageKind};
 use crate::handle::{Arca, open_backend};
 use crate::seal::{InitRequest, SealConfig, SealKind};
-use crate::server::{ServerOptions, app, load_tls, serve};
+use crate::server::{ServerOptions, app, load_tls_with_client_auth, serve};
 
 /// Flags of `arca server`. Flags override the configuration file.
 #[derive(Debug, clap::Args)]
@@ -173,7 +173,14 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
     }
 
     let tls = match &config.tls {
-        Some(tls) => Some(load_tls(&tls.cert, &tls.key).map_err(anyhow::Error::msg)?),
+        Some(tls) => Some(
+            load_tls_with_client_auth(
+                &tls.cert,
+                &tls.key,
+                arca.zerotrust().client_cas().verifier(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
         None => None,
     };
     let listener = match activation.take_listener()? {
@@ -203,9 +210,12 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
         arca.approle().clone(),
         Duration::from_secs(5),
     );
+    // Zero-trust: the client-CA registry follows the seal; expired nonces and sessions go.
+    let zt_tidy = crate::zerotrust::spawn_tidy(arca.clone(), Duration::from_secs(5));
     serve(listener, application, tls, shutdown_signal()).await?;
     tracing::info!("shutting down");
     tidy.abort();
+    zt_tidy.abort();
     arca.barrier().flush().await.ok();
     activation.release().await;
     Ok(())
