@@ -1238,6 +1238,9 @@ impl<'a> SecretScope<'a> {
         check_kms_key_id(req.kms_key_id.as_deref())?;
         check_tags(&req.tags)?;
         check_generation(&req.generation)?;
+        if let Some(policy) = &req.access_policy {
+            super::access::validate(policy)?;
+        }
         if let Some(value) = &req.value {
             check_value(value)?;
         }
@@ -1948,13 +1951,17 @@ impl<'a> SecretScope<'a> {
     /// Sets (`Some`) or removes (`None`) the secret's access policy.
     ///
     /// # Errors
-    /// [`SecretsError::NotFound`]; [`SecretsError::InvalidRequest`] when scheduled for
-    /// deletion.
+    /// [`SecretsError::InvalidParameter`] for a malformed policy
+    /// ([`super::access::validate`]); [`SecretsError::NotFound`];
+    /// [`SecretsError::InvalidRequest`] when scheduled for deletion.
     pub async fn set_access_policy(
         &self,
         secret_id: &str,
         policy: Option<AccessPolicy>,
     ) -> Result<SecretRef, SecretsError> {
+        if let Some(policy) = &policy {
+            super::access::validate(policy)?;
+        }
         let target = self.target(secret_id).await?;
         let _lock = self.secrets.lock(&self.region, &target.name).write().await;
         let old = self.load_live(&target).await?;

@@ -1275,3 +1275,30 @@ fn random_suffixes_are_alphanumeric_and_unbiased_enough() {
     // 12,000 draws over 62 symbols: about 194 each; every symbol must appear.
     assert!(counts.iter().all(|c| *c > 100), "{counts:?}");
 }
+
+#[tokio::test]
+async fn malformed_access_policies_are_refused_and_nothing_is_written() {
+    let arca = arca().await;
+    let scope = arca.secrets().default_scope();
+    let bad = AccessPolicy {
+        allowed_cidrs: vec!["10.0.0.0/33".into()],
+        ..AccessPolicy::default()
+    };
+    let mut req = create("guarded", Some("v"));
+    req.access_policy = Some(bad.clone());
+    assert!(matches!(
+        scope.create(req).await,
+        Err(SecretsError::InvalidParameter(_))
+    ));
+    assert!(matches!(
+        scope.describe("guarded").await,
+        Err(SecretsError::NotFound(_))
+    ));
+    scope.create(create("guarded", Some("v"))).await.unwrap();
+    assert!(matches!(
+        scope.set_access_policy("guarded", Some(bad)).await,
+        Err(SecretsError::InvalidParameter(_))
+    ));
+    let kept = scope.describe("guarded").await.unwrap();
+    assert!(kept.access_policy.is_none());
+}
