@@ -165,6 +165,7 @@ pub struct ZeroTrust {
     barrier: Arc<Barrier>,
     client_cas: Arc<ClientCaRegistry>,
     activity: risk::Activity,
+    access_guard: crate::lifecycle::access::AccessGuard,
 }
 
 impl ZeroTrust {
@@ -175,6 +176,7 @@ impl ZeroTrust {
             barrier,
             client_cas: Arc::new(ClientCaRegistry::new()),
             activity: risk::Activity::default(),
+            access_guard: crate::lifecycle::access::AccessGuard::new(),
         }
     }
 
@@ -190,6 +192,11 @@ impl ZeroTrust {
 
     pub(crate) fn activity(&self) -> &risk::Activity {
         &self.activity
+    }
+
+    /// The guard of Secrets Manager secrets' access policies for zero-trust reads.
+    pub(crate) fn access_guard(&self) -> &crate::lifecycle::access::AccessGuard {
+        &self.access_guard
     }
 
     /// Writes role `name` (create or replace), and refreshes the client-CA registry.

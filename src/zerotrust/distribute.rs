@@ -106,12 +106,22 @@ impl Credentials {
     }
 }
 
-/// A secret reference: `kv://<mount>/<path>[#field]` (KV v2).
+/// A secret reference: `kv://<mount>/<path>[#field]` (KV v2) or `sm://<name>[#field]` (a
+/// Secrets Manager secret of the default region, its `AWSCURRENT` version; `#field` reads one
+/// field of a JSON `SecretString`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRef {
     text: String,
+    kind: RefKind,
     path: String,
     field: Option<String>,
+}
+
+/// Which store a reference names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefKind {
+    Kv,
+    SecretsManager,
 }
 
 impl SecretRef {
@@ -125,15 +135,14 @@ impl SecretRef {
                 "a secret reference is at most 1024 bytes".into(),
             ));
         }
-        if text.starts_with("sm://") {
-            return Err(ZtError::InvalidRequest(
-                "sm:// references need the Secrets Manager store, which this server does not have yet"
-                    .into(),
-            ));
-        }
-        let rest = text.strip_prefix("kv://").ok_or_else(|| {
-            ZtError::InvalidRequest("a secret reference is kv://<mount>/<path>[#field]".into())
-        })?;
+        let usage = "a secret reference is kv://<mount>/<path>[#field] or sm://<name>[#field]";
+        let (kind, rest) = if let Some(rest) = text.strip_prefix("kv://") {
+            (RefKind::Kv, rest)
+        } else if let Some(rest) = text.strip_prefix("sm://") {
+            (RefKind::SecretsManager, rest)
+        } else {
+            return Err(ZtError::InvalidRequest(usage.into()));
+        };
         let (path, field) = match rest.split_once('#') {
             Some((path, field)) if !field.is_empty() => (path, Some(field.to_owned())),
             Some(_) => {
@@ -143,13 +152,21 @@ impl SecretRef {
             }
             None => (rest, None),
         };
-        if path.is_empty() || path.starts_with('/') || path.ends_with('/') || !path.contains('/') {
-            return Err(ZtError::InvalidRequest(
-                "a secret reference is kv://<mount>/<path>[#field]".into(),
-            ));
+        let malformed = match kind {
+            RefKind::Kv => {
+                path.is_empty()
+                    || path.starts_with('/')
+                    || path.ends_with('/')
+                    || !path.contains('/')
+            }
+            RefKind::SecretsManager => path.is_empty() || path.len() > 512,
+        };
+        if malformed {
+            return Err(ZtError::InvalidRequest(usage.into()));
         }
         Ok(Self {
             text: text.to_owned(),
+            kind,
             path: path.to_owned(),
             field,
         })
@@ -544,6 +561,19 @@ async fn gather(
         ));
     }
     evidence.acl_refused = acl_refusal(arca, secret, &policy_sets).await?;
+    if evidence.acl_refused.is_none() && secret.kind == RefKind::SecretsManager {
+        let identity = crate::lifecycle::Identity {
+            principal: credentials.principal(),
+            service: None,
+            environment: None,
+            role: match &credentials.token {
+                Some(Ok(token)) => token.approle.clone(),
+                _ => None,
+            },
+            source,
+        };
+        evidence.acl_refused = sm_policy_refusal(arca, secret, &identity).await?;
+    }
     let identities = evidence
         .factors
         .iter()
@@ -557,6 +587,9 @@ async fn acl_path(
     arca: &Arca,
     secret: &SecretRef,
 ) -> Result<Option<(crate::mounts::MountEntry, String, String)>, ZtError> {
+    if secret.kind != RefKind::Kv {
+        return Ok(None);
+    }
     let mount = arca
         .mounts()
         .mount_of(&secret.path)
@@ -586,20 +619,33 @@ async fn acl_refusal(
             "no token or access key: no policy grants read on the secret".into(),
         ));
     }
-    let Some((_, _, path)) = acl_path(arca, secret).await? else {
-        return Ok(Some(format!(
-            "{} is not on a KV version 2 mount",
-            secret.as_str()
-        )));
+    let path = match secret.kind {
+        RefKind::SecretsManager => {
+            crate::server::aws::operation_path("secretsmanager", SM_OPERATION)
+        }
+        RefKind::Kv => match acl_path(arca, secret).await? {
+            Some((_, _, path)) => path,
+            None => {
+                return Ok(Some(format!(
+                    "{} is not on a KV version 2 mount",
+                    secret.as_str()
+                )));
+            }
+        },
+    };
+    // Secrets Manager's AWS API asks `update` on aws/secretsmanager/<Operation>; KV, `read`.
+    let capability = match secret.kind {
+        RefKind::SecretsManager => Capability::Update,
+        RefKind::Kv => Capability::Read,
     };
     for (whose, policies) in policy_sets {
         let acl = arca.policies().acl(policies).await.map_err(|e| match e {
             crate::policy::PolicyError::Sealed => ZtError::Sealed,
             other => ZtError::Internal(other.to_string()),
         })?;
-        if !acl.allows(&path, Capability::Read) {
+        if !acl.allows(&path, capability) {
             return Ok(Some(format!(
-                "{whose} policies do not grant read on {path}"
+                "{whose} policies do not grant {capability} on {path}"
             )));
         }
     }
@@ -610,6 +656,9 @@ async fn acl_refusal(
 /// or the whole JSON object.
 async fn read_value(arca: &Arca, secret: &SecretRef) -> Result<Zeroizing<Vec<u8>>, ZtError> {
     let missing = || ZtError::NotFound(format!("{} does not exist", secret.as_str()));
+    if secret.kind == RefKind::SecretsManager {
+        return read_secrets_manager(arca, secret).await;
+    }
     let Some((mount, inner, _)) = acl_path(arca, secret).await? else {
         return Err(missing());
     };
@@ -638,6 +687,86 @@ async fn read_value(arca: &Arca, secret: &SecretRef) -> Result<Zeroizing<Vec<u8>
         ))),
         Some(Value::String(text)) => Ok(Zeroizing::new(text.as_bytes().to_vec())),
         Some(other) => Ok(Zeroizing::new(other.to_string().into_bytes())),
+    }
+}
+
+/// The operation a Secrets Manager read is authorised as.
+const SM_OPERATION: &str = "GetSecretValue";
+
+fn sm_error(err: crate::lifecycle::SecretsError) -> ZtError {
+    use crate::lifecycle::SecretsError as E;
+    match err {
+        E::Sealed => ZtError::Sealed,
+        E::NotFound(message) => ZtError::NotFound(message),
+        E::InvalidRequest(message) | E::InvalidParameter(message) => {
+            ZtError::InvalidRequest(message)
+        }
+        other => ZtError::Internal(other.to_string()),
+    }
+}
+
+/// The `AWSCURRENT` value of a Secrets Manager secret (or one field of its JSON string).
+async fn read_secrets_manager(
+    arca: &Arca,
+    secret: &SecretRef,
+) -> Result<Zeroizing<Vec<u8>>, ZtError> {
+    let version = arca
+        .secrets()
+        .default_scope()
+        .get_value(&secret.path, &crate::lifecycle::VersionSelector::default())
+        .await
+        .map_err(sm_error)?;
+    let Some(field) = &secret.field else {
+        return Ok(Zeroizing::new(version.value.expose_secret().to_vec()));
+    };
+    let text = version.value.as_str().ok_or_else(|| {
+        ZtError::InvalidRequest(format!(
+            "{} is binary: a #field needs a JSON SecretString",
+            secret.as_str()
+        ))
+    })?;
+    let object: Value = serde_json::from_str(text).map_err(|_| {
+        ZtError::InvalidRequest(format!(
+            "{} is not a JSON object: a #field cannot be read",
+            secret.as_str()
+        ))
+    })?;
+    match object.get(field) {
+        None => Err(ZtError::NotFound(format!(
+            "{} has no field {field:?}",
+            secret.as_str()
+        ))),
+        Some(Value::String(text)) => Ok(Zeroizing::new(text.as_bytes().to_vec())),
+        Some(other) => Ok(Zeroizing::new(other.to_string().into_bytes())),
+    }
+}
+
+/// A Secrets Manager secret's own access policy, checked as its AWS API checks it (the
+/// policy's rate limits are counted by zero-trust's own guard).
+async fn sm_policy_refusal(
+    arca: &Arca,
+    secret: &SecretRef,
+    identity: &crate::lifecycle::Identity,
+) -> Result<Option<String>, ZtError> {
+    let description = match arca.secrets().default_scope().describe(&secret.path).await {
+        Ok(description) => description,
+        // A missing secret is told after the decision (404), as for KV.
+        Err(crate::lifecycle::SecretsError::NotFound(_)) => return Ok(None),
+        Err(other) => return Err(sm_error(other)),
+    };
+    let Some(policy) = &description.access_policy else {
+        return Ok(None);
+    };
+    match arca.zerotrust().access_guard().check(
+        policy,
+        identity,
+        SM_OPERATION,
+        &description.name,
+        &description.arn,
+        now_secs(),
+    ) {
+        Ok(()) => Ok(None),
+        Err(err) => Ok(Some(format!("the secret's access policy: {err}"))),
     }
 }
 
@@ -916,4 +1045,179 @@ pub(crate) fn audit(arca: &Arca, line: &AuditLine<'_>) -> Result<(), ZtError> {
     );
     arca.audit().write(&entry)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::config::StorageKind;
+    use crate::lifecycle::{AccessPolicy, CreateSecret, SecretValue};
+    use crate::seal::{InitRequest, SealConfig};
+    use crate::storage::MemoryBackend;
+    use crate::zerotrust::keys::RecipientSecret;
+    use crate::zerotrust::role::RoleDefinition;
+
+    async fn arca() -> Arca {
+        let arca = Arca::open(
+            Arc::new(MemoryBackend::new()),
+            StorageKind::Memory,
+            SealConfig::Shamir,
+        )
+        .await
+        .unwrap();
+        let init = arca
+            .seal()
+            .initialize(InitRequest {
+                secret_shares: 1,
+                secret_threshold: 1,
+                ..InitRequest::default()
+            })
+            .await
+            .unwrap();
+        arca.seal().submit_share(&init.keys[0].hex).await.unwrap();
+        arca
+    }
+
+    fn credentials(policies: &[&str]) -> Credentials {
+        let policies: Vec<String> = policies.iter().map(|p| (*p).to_owned()).collect();
+        Credentials {
+            token: Some(Ok(TokenCredential {
+                accessor: "acc".into(),
+                policies: policies.clone(),
+                approle: Some("web".into()),
+            })),
+            access_key: Some(Ok(AccessKeyCredential {
+                id: "AKIAEXAMPLE".into(),
+                policies,
+            })),
+            peer: Some([127, 0, 0, 1].into()),
+            ..Credentials::default()
+        }
+    }
+
+    fn request(secret: &str, key: &RecipientSecret) -> FetchRequest {
+        FetchRequest {
+            role: "sm".into(),
+            secret: SecretRef::parse(secret).unwrap(),
+            ephemeral_key: Some(key.public().clone()),
+            attestation: None,
+            split_recipients: None,
+        }
+    }
+
+    /// `sm://` references read a Secrets Manager secret's AWSCURRENT value, authorised as its
+    /// AWS API authorises GetSecretValue, with the secret's own access policy applied.
+    #[tokio::test]
+    async fn secrets_manager_references() {
+        let arca = arca().await;
+        arca.policies()
+            .put(
+                "sm-read",
+                r#"path "aws/secretsmanager/GetSecretValue" { capabilities = ["update"] }"#,
+            )
+            .await
+            .unwrap();
+        let scope = arca.secrets().default_scope();
+        for (name, policy) in [
+            ("prod/db", None),
+            (
+                "prod/batch",
+                Some(AccessPolicy {
+                    allowed_roles: vec!["batch".into()],
+                    ..AccessPolicy::default()
+                }),
+            ),
+        ] {
+            scope
+                .create(CreateSecret {
+                    name: name.into(),
+                    value: Some(SecretValue::String(Zeroizing::new(
+                        r#"{"password": "s3cret-sm"}"#.to_owned(),
+                    ))),
+                    access_policy: policy,
+                    ..CreateSecret::default()
+                })
+                .await
+                .unwrap();
+        }
+        let definition: RoleDefinition = serde_json::from_value(serde_json::json!({
+            "secrets": ["sm://prod/*"],
+            "zones": [{"cidr": "127.0.0.0/8", "zone": "loopback"}],
+        }))
+        .unwrap();
+        arca.zerotrust().put_role("sm", definition).await.unwrap();
+        let key = RecipientSecret::generate().unwrap();
+
+        let permitted = fetch(
+            &arca,
+            &credentials(&["sm-read"]),
+            request("sm://prod/db#password", &key),
+        )
+        .await
+        .unwrap();
+        assert_eq!(permitted.decision.outcome, Outcome::Permit, "{permitted:?}");
+        let signed = permitted.envelope.unwrap();
+        let envelope = envelope::parse(&signed.bytes).unwrap();
+        assert_eq!(envelope.secret, "sm://prod/db#password");
+        assert_eq!(
+            envelope::open(&envelope, Some(&key)).unwrap().as_slice(),
+            b"s3cret-sm"
+        );
+
+        let whole = fetch(
+            &arca,
+            &credentials(&["sm-read"]),
+            request("sm://prod/db", &key),
+        )
+        .await
+        .unwrap();
+        let envelope = envelope::parse(&whole.envelope.unwrap().bytes).unwrap();
+        assert_eq!(
+            envelope::open(&envelope, Some(&key)).unwrap().as_slice(),
+            br#"{"password": "s3cret-sm"}"#
+        );
+
+        let refused = fetch(
+            &arca,
+            &credentials(&["default"]),
+            request("sm://prod/db", &key),
+        )
+        .await
+        .unwrap();
+        assert_eq!(refused.decision.outcome, Outcome::Deny);
+        assert!(
+            refused
+                .decision
+                .summary()
+                .contains("aws/secretsmanager/GetSecretValue")
+        );
+
+        let by_policy = fetch(
+            &arca,
+            &credentials(&["sm-read"]),
+            request("sm://prod/batch", &key),
+        )
+        .await
+        .unwrap();
+        assert_eq!(by_policy.decision.outcome, Outcome::Deny);
+        assert!(
+            by_policy.decision.summary().contains("access policy"),
+            "{}",
+            by_policy.decision.summary()
+        );
+
+        let missing = fetch(
+            &arca,
+            &credentials(&["sm-read"]),
+            request("sm://prod/none", &key),
+        )
+        .await;
+        assert!(matches!(missing, Err(ZtError::NotFound(_))), "{missing:?}");
+        assert!(SecretRef::parse("sm://").is_err());
+        assert!(SecretRef::parse("sm://x#").is_err());
+    }
 }
