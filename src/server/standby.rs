@@ -185,9 +185,19 @@ pub async fn until_active(
     let election = {
         let node = Arc::clone(&node);
         tokio::spawn(async move {
-            let lease = node.acquire(&observed).await;
+            let lease = node.acquire(&observed).await?;
+            // Renewals start the moment the lease is won, not once the standby's requests
+            // have drained, so a slow drain cannot let the lease lapse.
+            let keeper = lease.clone();
+            tokio::spawn(async move {
+                let lost = keeper.keep().await;
+                // Fail-stop (see crate::ha): another server may become active from now on.
+                tracing::error!(error = %lost, "stopping: this server is no longer the active one");
+                eprintln!("arca: {lost}; stopping so that only one server is active");
+                std::process::exit(LEASE_LOST_EXIT_CODE);
+            });
             let _ = promoted_tx.send(());
-            lease
+            Ok::<_, crate::ha::HaError>(lease)
         })
     };
     let (stopped_tx, mut stopped_rx) = watch::channel(false);
@@ -210,14 +220,6 @@ pub async fn until_active(
         return Ok(None);
     }
     let lease = election.await.context("the election task failed")??;
-    let keeper = lease.clone();
-    tokio::spawn(async move {
-        let lost = keeper.keep().await;
-        // Fail-stop (see crate::ha): another server may become active from now on.
-        tracing::error!(error = %lost, "stopping: this server is no longer the active one");
-        eprintln!("arca: {lost}; stopping so that only one server is active");
-        std::process::exit(LEASE_LOST_EXIT_CODE);
-    });
     Ok(Some(Activation {
         listener: Some(listener),
         lease: Some(lease),
