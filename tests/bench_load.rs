@@ -83,7 +83,8 @@ async fn loads_numbered_secrets_through_the_api() {
     let run = arca_cli(&["bench", "load", "--count", "3"], &env);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(
-        run.stdout.contains("wrote 3 secrets to secret/data/load/[0..2]"),
+        run.stdout
+            .contains("wrote 3 secrets to secret/data/load/[0..2]"),
         "{run:?}"
     );
     server.stop();
