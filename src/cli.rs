@@ -10,6 +10,7 @@ mod aws;
 mod bench;
 mod kms;
 mod operator;
+mod run;
 mod server;
 mod zt;
 
@@ -49,6 +50,8 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Runs a command with secrets in its environment, refreshed when they change.
+    Run(run::RunArgs),
     /// Benchmark helpers: load many secrets through the API.
     Bench {
         #[command(subcommand)]
@@ -149,6 +152,7 @@ pub fn run() -> i32 {
             Command::Status(args) => operator::status(&args).await,
             Command::Kms { command } => kms::run(command).await,
             Command::Audit { command } => audit::run(command),
+            Command::Run(args) => run::run(args).await,
             Command::Zt { command } => zt::run(command).await,
             Command::Bench { command } => bench::run(command).await,
             #[cfg(feature = "aws")]

@@ -126,6 +126,7 @@ pub struct Arca {
     audit: crate::audit::AuditLog,
     mounts: crate::mounts::Mounts,
     kv: crate::kv::KvState,
+    changes: crate::changes::ChangeFeed,
     zerotrust: crate::zerotrust::ZeroTrust,
     secrets: crate::lifecycle::Secrets,
 }
@@ -173,7 +174,9 @@ impl Arca {
         let access_keys = AccessKeyStore::new(Arc::clone(&barrier));
         let kms = Arc::new(LocalKms::new(Arc::clone(&barrier), region, account));
         let mounts = crate::mounts::Mounts::new(Arc::clone(&barrier));
-        let secrets = crate::lifecycle::Secrets::new(Arc::clone(&barrier), Arc::clone(&kms));
+        let changes = crate::changes::ChangeFeed::new();
+        let secrets = crate::lifecycle::Secrets::new(Arc::clone(&barrier), Arc::clone(&kms))
+            .with_changes(changes.clone());
         let seal = Seal::open(barrier, seal).await?;
         let zerotrust = crate::zerotrust::ZeroTrust::new(Arc::clone(seal.barrier()));
         Ok(Self {
@@ -186,6 +189,7 @@ impl Arca {
             audit,
             mounts,
             kv: crate::kv::KvState::default(),
+            changes,
             zerotrust,
             secrets,
         })
@@ -231,7 +235,21 @@ impl Arca {
     /// The KV version 2 store, over the mount table and the key provider.
     #[must_use]
     pub fn kv(&self) -> crate::kv::Kv<'_> {
-        crate::kv::Kv::new(self.barrier(), &self.mounts, &self.kms, &self.kv)
+        crate::kv::Kv::new(
+            self.barrier(),
+            &self.mounts,
+            &self.kms,
+            &self.kv,
+            &self.changes,
+        )
+    }
+
+    /// The change feed: what changed in KV v2 and Secrets Manager, without values, for the
+    /// clients that hold copies (`GET /v1/sys/events`). In memory; a restart starts a new
+    /// epoch and clients re-read everything.
+    #[must_use]
+    pub fn changes(&self) -> &crate::changes::ChangeFeed {
+        &self.changes
     }
 
     /// The secret store with AWS Secrets Manager's semantics (versions, staging labels,

@@ -92,6 +92,7 @@ use arca_storage::{Barrier, BarrierError, BarrierOp, Plaintext};
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, RwLock};
 
+use crate::changes::{ChangeFeed, ChangeKind};
 use crate::kms::{KeyProvider, LocalKms};
 use crate::mounts::{MountEntry, MountError, MountKind, Mounts};
 pub use cipher::VERSION_KEY_INFO;
@@ -506,6 +507,7 @@ pub struct Kv<'a> {
     mounts: &'a Mounts,
     kms: &'a LocalKms,
     state: &'a KvState,
+    changes: &'a ChangeFeed,
 }
 
 impl std::fmt::Debug for Kv<'_> {
@@ -653,18 +655,21 @@ fn strip_values(value: &Map<String, Value>, depth: usize, level: usize) -> Value
 
 impl<'a> Kv<'a> {
     /// The KV store over a barrier, a mount table, a key provider and the per-process state.
+    /// Every committed change of a key's versions is published on `changes`.
     #[must_use]
     pub fn new(
         barrier: &'a Arc<Barrier>,
         mounts: &'a Mounts,
         kms: &'a LocalKms,
         state: &'a KvState,
+        changes: &'a ChangeFeed,
     ) -> Self {
         Self {
             barrier,
             mounts,
             kms,
             state,
+            changes,
         }
     }
 
@@ -903,6 +908,9 @@ impl<'a> Kv<'a> {
         ];
         ops.extend(owned_keys.iter().map(|k| BarrierOp::Delete(k)));
         self.barrier.batch(&ops).await?;
+        // The new version is readable from here on, whatever the pruning below does.
+        self.changes
+            .kv_changed(ChangeKind::KvWrite, mount.path(), path, &[version]);
         let chunks: Vec<&[u64]> = rest.chunks(VERSIONS_PER_BATCH).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             for n in *chunk {
@@ -1093,7 +1101,7 @@ impl<'a> Kv<'a> {
         targets.sort_unstable();
         targets.dedup();
         let mut destroyed = Vec::new();
-        let mut changed = false;
+        let mut changed = Vec::new();
         for number in targets {
             let Some(info) = meta.versions.get(&number).cloned() else {
                 continue;
@@ -1120,15 +1128,21 @@ impl<'a> Kv<'a> {
                 }
             };
             meta.versions.insert(number, next);
-            changed = true;
+            changed.push(number);
         }
-        if !changed {
+        if changed.is_empty() {
             return Ok(());
         }
+        let kind = match change {
+            Change::Delete => ChangeKind::KvDelete,
+            Change::Undelete => ChangeKind::KvUndelete,
+            Change::Destroy => ChangeKind::KvDestroy,
+        };
         if destroyed.len() <= VERSIONS_PER_BATCH {
-            return self
-                .delete_version_records(&keys, path, &meta, &destroyed)
-                .await;
+            self.delete_version_records(&keys, path, &meta, &destroyed)
+                .await?;
+            self.changes.kv_changed(kind, mount.path(), path, &changed);
+            return Ok(());
         }
         // Too many for one batch: destroy in chunks, each marking exactly the versions whose
         // records it deletes, so no state names a live version without its records.
@@ -1148,6 +1162,7 @@ impl<'a> Kv<'a> {
             self.delete_version_records(&keys, path, state, chunk)
                 .await?;
         }
+        self.changes.kv_changed(kind, mount.path(), path, &changed);
         Ok(())
     }
 
@@ -1314,6 +1329,9 @@ impl<'a> Kv<'a> {
         let mut ops = vec![BarrierOp::Delete(&meta_key)];
         ops.extend(owned.iter().map(|k| BarrierOp::Delete(k)));
         self.barrier.batch(&ops).await?;
+        let versions: Vec<u64> = meta.versions.keys().copied().collect();
+        self.changes
+            .kv_changed(ChangeKind::KvMetadataDelete, mount.path(), path, &versions);
         Ok(())
     }
 

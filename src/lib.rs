@@ -25,6 +25,10 @@
 //!
 //! - [`lifecycle`]: the secret lifecycle with Secrets Manager's semantics: typed generation,
 //!   versions and staging labels, rotation, access policies, usage metrics.
+//! - [`changes`]: the change feed (what changed, never values) that `GET /v1/sys/events`
+//!   serves, so that clients holding copies refresh within a second;
+//! - [`inject`]: secret injection over the HTTP API: references and mappings, `arca run` and
+//!   [`inject::SecretCache`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -39,11 +43,13 @@ pub use arca_storage as storage;
 pub mod access_keys;
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod ha;
 mod handle;
+pub mod inject;
 pub mod kms;
 pub mod kv;
 pub mod lifecycle;

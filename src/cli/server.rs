@@ -212,7 +212,13 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
     );
     // Zero-trust: the client-CA registry follows the seal; expired nonces and sessions go.
     let zt_tidy = crate::zerotrust::spawn_tidy(arca.clone(), Duration::from_secs(5));
-    serve(listener, application, tls, shutdown_signal()).await?;
+    // On shutdown, the change feed's long polls answer at once rather than hold it up.
+    let changes = arca.changes().clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        changes.close();
+    };
+    serve(listener, application, tls, shutdown).await?;
     tracing::info!("shutting down");
     tidy.abort();
     zt_tidy.abort();

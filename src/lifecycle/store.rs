@@ -64,6 +64,7 @@ use super::{
     AWSCURRENT, AWSPENDING, AWSPREVIOUS, AccessPolicy, MAX_SECRET_VALUE_BYTES, RotationState,
     SecretType, SecretValue, SecretsError,
 };
+use crate::changes::{ChangeFeed, ChangeKind};
 use crate::kms::envelope::{self, EnvelopeError};
 use crate::kms::{EncryptionContext, KmsError, LocalKms};
 
@@ -353,6 +354,7 @@ pub struct Secrets {
     barrier: Arc<Barrier>,
     kms: Arc<LocalKms>,
     locks: Vec<RwLock<()>>,
+    changes: ChangeFeed,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -373,7 +375,16 @@ impl Secrets {
             barrier,
             kms,
             locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
+            changes: ChangeFeed::new(),
         }
+    }
+
+    /// Publishes every committed change of a secret's versions, labels or deletion state on
+    /// `changes` (the arca's change feed) instead of a feed of its own that nobody reads.
+    #[must_use]
+    pub fn with_changes(mut self, changes: ChangeFeed) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// The account id in ARNs.
@@ -520,6 +531,7 @@ impl Secrets {
                 match scope.load(&entry.name).await? {
                     Some(secret) if secret.purge_key(&entry.region).as_deref() == Some(key) => {
                         scope.purge(&secret).await?;
+                        scope.publish(ChangeKind::SecretDelete, &secret, None);
                         tracing::info!(region = %entry.region, name = %entry.name, "secret purged after its recovery window");
                         purged += 1;
                     }
@@ -1071,6 +1083,23 @@ impl<'a> SecretScope<'a> {
         Ok(())
     }
 
+    /// Tells the change feed about a committed change of `secret`: names, the version
+    /// concerned and its labels, never a value.
+    fn publish(&self, kind: ChangeKind, secret: &StoredSecret, version: Option<&str>) {
+        let stages = version
+            .and_then(|id| secret.version(id))
+            .map(|v| v.stages.clone())
+            .unwrap_or_default();
+        self.secrets.changes.secret_changed(
+            kind,
+            &self.region,
+            &secret.name,
+            &secret.arn,
+            version,
+            &stages,
+        );
+    }
+
     /// Deletes every record of `secret`: values first, then the metadata with its index
     /// entries, so a failure part way leaves a record that still names what is left.
     async fn purge(&self, secret: &StoredSecret) -> Result<(), SecretsError> {
@@ -1308,6 +1337,7 @@ impl<'a> SecretScope<'a> {
             version_id = Some(id);
         }
         self.save(None, &secret, &puts, &[]).await?;
+        self.publish(ChangeKind::SecretCreate, &secret, version_id.as_deref());
         tracing::info!(region = %self.region, name = %secret.name, "secret created");
         Ok(match version_id {
             Some(id) => version_ref(&secret, &id),
@@ -1459,6 +1489,7 @@ impl<'a> SecretScope<'a> {
         let path = record::value_path(&self.region, &secret.uid, &id);
         self.save(Some(&old), &secret, &[(path, version.record)], &pruned)
             .await?;
+        self.publish(ChangeKind::SecretValue, &secret, Some(&id));
         Ok(version_ref(&secret, &id))
     }
 
@@ -1543,6 +1574,9 @@ impl<'a> SecretScope<'a> {
         if secret != old {
             secret.last_changed = now;
             self.save(Some(&old), &secret, &puts, &deletes).await?;
+            if let Some(id) = &version_id {
+                self.publish(ChangeKind::SecretValue, &secret, Some(id));
+            }
         }
         Ok(match version_id {
             Some(id) => version_ref(&secret, &id),
@@ -1763,6 +1797,12 @@ impl<'a> SecretScope<'a> {
         if secret != old {
             secret.last_changed = now_secs();
             self.save(Some(&old), &secret, &[], &deletes).await?;
+            let holder = secret.version_with_stage(stage).map(|v| v.id.clone());
+            self.publish(
+                ChangeKind::SecretStage,
+                &secret,
+                holder.as_deref().or(remove_from),
+            );
         }
         Ok(secret_ref(&secret))
     }
@@ -1800,6 +1840,7 @@ impl<'a> SecretScope<'a> {
         secret.rotation.next_rotation = next;
         secret.last_changed = now;
         self.save(Some(&old), &secret, &[], &[]).await?;
+        self.publish(ChangeKind::SecretRotation, &secret, Some(pending_version));
         Ok(secret_ref(&secret))
     }
 
@@ -1865,6 +1906,7 @@ impl<'a> SecretScope<'a> {
         match mode {
             DeleteMode::Force => {
                 self.purge(&old).await?;
+                self.publish(ChangeKind::SecretDelete, &old, None);
                 tracing::info!(region = %self.region, name = %old.name, "secret deleted without recovery");
                 Ok(Deleted {
                     arn: old.arn,
@@ -1881,6 +1923,7 @@ impl<'a> SecretScope<'a> {
                 secret.deleted = Some(at);
                 secret.last_changed = now;
                 self.save(Some(&old), &secret, &[], &[]).await?;
+                self.publish(ChangeKind::SecretDelete, &secret, None);
                 tracing::info!(region = %self.region, name = %secret.name, days, "secret scheduled for deletion");
                 Ok(Deleted {
                     arn: secret.arn,
@@ -1905,6 +1948,7 @@ impl<'a> SecretScope<'a> {
             secret.deleted = None;
             secret.last_changed = now_secs();
             self.save(Some(&old), &secret, &[], &[]).await?;
+            self.publish(ChangeKind::SecretRestore, &secret, None);
             tracing::info!(region = %self.region, name = %secret.name, "secret restored");
         }
         Ok(secret_ref(&old))

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod events;
 pub mod kv;
 pub mod mounts;
 pub mod policy;
@@ -36,6 +37,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(wrapping::routes())
         .merge(audit::routes())
         .merge(transit::routes())
+        .merge(events::routes())
         .merge(secrets_metrics::routes())
 }
 
