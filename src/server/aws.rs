@@ -2,8 +2,8 @@
 //!
 //! AWS SDKs, boto3 and the aws CLI talk to arca exactly as to AWS once their endpoint is
 //! overridden. This module does what every AWS JSON service shares, then hands the operation
-//! to the service's file ([`kms`] for `TrentService.*`; `secretsmanager.*` answers
-//! `UnknownOperationException` until that service exists here):
+//! to the service's file ([`kms`] for `TrentService.*`, [`secretsmanager`] for
+//! `secretsmanager.*`):
 //!
 //! - **Authentication**: SigV4 ([`sigv4`]). The region comes from the credential scope, and
 //!   state is kept per region. In development mode any access key is accepted without a
@@ -21,7 +21,10 @@
 //! The Vault-style endpoint `sys/aws/access-keys` that manages the access keys lives here too:
 //! it belongs to this API, not to Vault's.
 
+mod input;
 pub mod kms;
+pub mod secrets_access;
+pub mod secretsmanager;
 pub mod sigv4;
 
 use axum::Router;
@@ -170,6 +173,7 @@ fn ok(body: &Value, request_id: &str) -> Response {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Service {
     Kms,
+    SecretsManager,
 }
 
 impl Service {
@@ -177,6 +181,7 @@ impl Service {
     fn signing_name(self) -> &'static str {
         match self {
             Self::Kms => "kms",
+            Self::SecretsManager => "secretsmanager",
         }
     }
 }
@@ -219,7 +224,7 @@ async fn dispatch_inner(
     let (prefix, operation) = target.split_once('.').unwrap_or((target, ""));
     let service = match prefix {
         "TrentService" => Service::Kms,
-        // Secrets Manager and any other service: not (yet) served on this endpoint.
+        "secretsmanager" => Service::SecretsManager,
         _ => {
             return Err(AwsError::client(
                 "UnknownOperationException",
@@ -236,6 +241,7 @@ async fn dispatch_inner(
     let input = parse_body(body)?;
     match service {
         Service::Kms => kms::handle(state, &caller, operation, &input).await,
+        Service::SecretsManager => secretsmanager::handle(state, &caller, operation, &input).await,
     }
 }
 
@@ -330,8 +336,8 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>, AwsError> {
     }
 }
 
-/// `POST /moto-api/reset` (development mode only): wipes the KMS keys, aliases and the
-/// transit keys built on them.
+/// `POST /moto-api/reset` (development mode only): wipes the Secrets Manager secrets, the KMS
+/// keys, aliases and the transit keys built on them.
 async fn reset(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -343,12 +349,17 @@ async fn reset(
         )
         .into_response();
     }
-    match state.arca.kms().reset().await {
+    // Secrets first: their values are encrypted under the KMS keys wiped next.
+    let wiped = match state.arca.secrets().reset().await {
+        Ok(()) => state.arca.kms().reset().await.map_err(AwsError::from),
+        Err(err) => Err(AwsError::from(err)),
+    };
+    match wiped {
         Ok(()) => {
             tracing::info!("AWS state reset (development mode)");
             ok(&json!({ "status": "ok" }), &request_id.0)
         }
-        Err(err) => AwsError::from(err).into_response_with(&request_id.0),
+        Err(err) => err.into_response_with(&request_id.0),
     }
 }
 

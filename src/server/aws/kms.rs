@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 
 use super::AwsError;
+use super::input::{Input, wrong_type};
 use super::sigv4::Caller;
 use crate::kms::{
     AliasEntry, CreateKeyRequest, DataKeySpec, EncryptionContext, KeyMetadata, KeySpec, KeyUsage,
@@ -593,98 +594,8 @@ fn signing_input(input: &Input<'_>) -> Result<(SigningAlgorithm, MessageType, Ve
     Ok((algorithm, message_type, message))
 }
 
-/// Typed access to the members of a request body.
-struct Input<'a>(&'a Map<String, Value>);
-
-/// AWS names members in validation messages with a lower-case first letter.
-fn camel(member: &str) -> String {
-    let mut chars = member.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_ascii_lowercase().to_string() + chars.as_str()
-    })
-}
-
-fn wrong_type(member: &str, expected: &str) -> AwsError {
-    AwsError::serialization(format!("{member} must be {expected}"))
-}
-
-fn missing(member: &str) -> AwsError {
-    AwsError::validation(format!(
-        "1 validation error detected: Value null at '{}' failed to satisfy constraint: Member \
-         must not be null",
-        camel(member)
-    ))
-}
-
+/// The KMS-specific members: encryption contexts and `{TagKey, TagValue}` tags.
 impl Input<'_> {
-    fn get(&self, member: &str) -> Option<&Value> {
-        self.0.get(member).filter(|v| !v.is_null())
-    }
-
-    fn str(&self, member: &str) -> Result<Option<&str>, AwsError> {
-        match self.get(member) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(wrong_type(member, "a string")),
-        }
-    }
-
-    fn required_str(&self, member: &str) -> Result<&str, AwsError> {
-        match self.str(member)? {
-            Some(s) if !s.is_empty() => Ok(s),
-            Some(_) => Err(AwsError::validation(format!(
-                "1 validation error detected: Value '' at '{}' failed to satisfy constraint: \
-                 Member must have length greater than or equal to 1",
-                camel(member)
-            ))),
-            None => Err(missing(member)),
-        }
-    }
-
-    fn u32(&self, member: &str) -> Result<Option<u32>, AwsError> {
-        match self.get(member) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    if v.is_number() {
-                        AwsError::validation(format!(
-                            "1 validation error detected: Value at '{}' failed to satisfy \
-                             constraint: Member must have value greater than or equal to 1",
-                            camel(member)
-                        ))
-                    } else {
-                        wrong_type(member, "an integer")
-                    }
-                }),
-        }
-    }
-
-    fn bool(&self, member: &str) -> Result<Option<bool>, AwsError> {
-        match self.get(member) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(wrong_type(member, "a boolean")),
-        }
-    }
-
-    /// A base64 blob. The error never quotes the value.
-    fn blob(&self, member: &str) -> Result<Option<Vec<u8>>, AwsError> {
-        match self.str(member)? {
-            None => Ok(None),
-            Some(text) => STANDARD
-                .decode(text)
-                .map(Some)
-                .map_err(|_| wrong_type(member, "base64-encoded binary data")),
-        }
-    }
-
-    fn required_blob(&self, member: &str) -> Result<Vec<u8>, AwsError> {
-        self.blob(member)?.ok_or_else(|| missing(member))
-    }
-
     fn context(&self, member: &str) -> Result<EncryptionContext, AwsError> {
         match self.get(member) {
             None => Ok(EncryptionContext::new()),
@@ -696,22 +607,6 @@ impl Input<'_> {
                 })
                 .collect(),
             Some(_) => Err(wrong_type(member, "a map of strings to strings")),
-        }
-    }
-
-    fn str_list(&self, member: &str) -> Result<Option<Vec<String>>, AwsError> {
-        match self.get(member) {
-            None => Ok(None),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| wrong_type(member, "a list of strings"))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(_) => Err(wrong_type(member, "a list of strings")),
         }
     }
 
@@ -744,30 +639,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn members_are_typed_and_never_quoted() {
+    fn contexts_and_tags_are_typed() {
         let body: Map<String, Value> = serde_json::from_str(
-            r#"{"KeyId": 5, "Plaintext": "!!not base64 secret", "EncryptionContext": {"a": 1},
-                "Limit": -3, "Tags": [{"TagKey": "a"}]}"#,
+            r#"{"EncryptionContext": {"a": 1}, "Tags": [{"TagKey": "a"}],
+                "Good": {"a": "b"}, "GoodTags": [{"TagKey": "a", "TagValue": "b"}]}"#,
         )
         .unwrap();
         let input = Input(&body);
-        assert_eq!(
-            input.str("KeyId").unwrap_err().code(),
-            "SerializationException"
-        );
-        let err = input.blob("Plaintext").unwrap_err();
-        assert_eq!(err.code(), "SerializationException");
-        assert!(!err.message.contains("secret"));
         assert!(input.context("EncryptionContext").is_err());
-        assert_eq!(
-            input.u32("Limit").unwrap_err().code(),
-            "ValidationException"
-        );
         assert!(input.tags("Tags").is_err());
+        assert_eq!(input.context("Good").unwrap()["a"], "b");
         assert_eq!(
-            input.required_str("Missing").unwrap_err().message,
-            "1 validation error detected: Value null at 'missing' failed to satisfy \
-             constraint: Member must not be null"
+            input.tags("GoodTags").unwrap(),
+            Some(vec![("a".to_owned(), "b".to_owned())])
         );
+        assert!(input.context("Absent").unwrap().is_empty());
     }
 }
