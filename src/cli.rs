@@ -5,12 +5,14 @@
 //! two; [`normalize_args`] rewrites the single-dash long form before clap parses.
 
 mod audit;
+mod aws_api;
 #[cfg(feature = "aws")]
 mod aws;
 mod bench;
 mod kms;
 mod operator;
 mod run;
+mod secrets;
 mod server;
 mod zt;
 
@@ -39,6 +41,11 @@ enum Command {
     Kms {
         #[command(subcommand)]
         command: kms::KmsCommand,
+    },
+    /// Secrets over the AWS Secrets Manager API (create, get, put, list, rotate, delete, ...).
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
     },
     /// Zero-trust distribution: challenge, fetch, verify, open-share, combine, roles.
     Zt {
@@ -151,6 +158,7 @@ pub fn run() -> i32 {
             Command::Operator { command } => operator::run(command).await,
             Command::Status(args) => operator::status(&args).await,
             Command::Kms { command } => kms::run(command).await,
+            Command::Secrets { command } => secrets::run(command).await,
             Command::Audit { command } => audit::run(command),
             Command::Run(args) => run::run(args).await,
             Command::Zt { command } => zt::run(command).await,

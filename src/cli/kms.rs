@@ -1,42 +1,22 @@
 //! `arca kms ...`: the common KMS operations over arca's AWS API, and the access keys that API
 //! checks signatures against.
 //!
-//! The KMS commands are an AWS client like any other: they sign each request with SigV4 (the
-//! `aws-sigv4` signer) using `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` and the region
+//! The KMS commands are an AWS client like any other ([`super::aws_api`]): they sign each
+//! request with SigV4 using `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` and the region
 //! `AWS_REGION` (default `us-east-1`), so they exercise exactly what boto3 or the aws CLI
 //! would. `arca kms access-key ...` manages those keys through the Vault-style endpoint
 //! `sys/aws/access-keys` and needs a root token (`ARCA_TOKEN`).
 
 use std::io::{Read as _, Write as _};
-use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
+use super::aws_api::{AwsArgs, AwsClient, Service};
 use super::{ClientArgs, Format};
-
-/// Where the AWS API is and who signs.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct AwsArgs {
-    /// The server address.
-    #[arg(long, env = "ARCA_ADDR", default_value = "http://127.0.0.1:8200")]
-    address: String,
-    /// The region (state is kept per region).
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    region: String,
-    /// The access key id (`arca kms access-key create` makes one; any works with `--dev`).
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
-    access_key_id: Option<String>,
-    /// The secret access key. Prefer the environment variable: arguments show in `ps`.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    secret_access_key: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
-}
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum KmsCommand {
@@ -199,7 +179,7 @@ async fn run_inner(command: KmsCommand) -> anyhow::Result<()> {
             key_spec,
             alias,
         } => {
-            let client = AwsClient::new(&aws)?;
+            let client = AwsClient::new(&aws, Service::Kms)?;
             let out = client
                 .call(
                     "CreateKey",
@@ -233,7 +213,7 @@ async fn run_inner(command: KmsCommand) -> anyhow::Result<()> {
             }
         }
         KmsCommand::ListKeys { aws } => {
-            let client = AwsClient::new(&aws)?;
+            let client = AwsClient::new(&aws, Service::Kms)?;
             let mut keys = Vec::new();
             let mut marker: Option<String> = None;
             loop {
@@ -260,7 +240,7 @@ async fn run_inner(command: KmsCommand) -> anyhow::Result<()> {
             }
         }
         KmsCommand::DescribeKey { aws, key_id } => {
-            let client = AwsClient::new(&aws)?;
+            let client = AwsClient::new(&aws, Service::Kms)?;
             let out = client
                 .call("DescribeKey", &json!({ "KeyId": key_id }))
                 .await?;
@@ -287,7 +267,7 @@ async fn run_inner(command: KmsCommand) -> anyhow::Result<()> {
             plaintext,
             context,
         } => {
-            let client = AwsClient::new(&aws)?;
+            let client = AwsClient::new(&aws, Service::Kms)?;
             let plaintext = match plaintext {
                 Some(text) => Zeroizing::new(text.into_bytes()),
                 None => read_stdin()?,
@@ -311,7 +291,7 @@ async fn run_inner(command: KmsCommand) -> anyhow::Result<()> {
             context,
             base64,
         } => {
-            let client = AwsClient::new(&aws)?;
+            let client = AwsClient::new(&aws, Service::Kms)?;
             let blob = match ciphertext_blob {
                 Some(text) => text,
                 None => String::from_utf8(read_stdin()?.to_vec())
@@ -346,7 +326,7 @@ async fn run_inner(command: KmsCommand) -> anyhow::Result<()> {
             number_of_bytes,
             context,
         } => {
-            let client = AwsClient::new(&aws)?;
+            let client = AwsClient::new(&aws, Service::Kms)?;
             let mut body = json!({
                 "KeyId": key_id,
                 "EncryptionContext": context_map(&context)?,
@@ -452,93 +432,5 @@ async fn access_key(command: AccessKeyCommand) -> anyhow::Result<()> {
             println!("Deleted access key {id}");
             Ok(())
         }
-    }
-}
-
-/// A minimal SigV4-signing client of arca's AWS JSON API.
-struct AwsClient {
-    http: reqwest::Client,
-    address: String,
-    host: String,
-    region: String,
-    access_key_id: String,
-    secret: Zeroizing<String>,
-}
-
-impl AwsClient {
-    fn new(args: &AwsArgs) -> anyhow::Result<Self> {
-        let address = args.address.trim_end_matches('/').to_owned();
-        let url = reqwest::Url::parse(&address)
-            .with_context(|| format!("the address {address:?} is not a URL"))?;
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
-            (None, _) => bail!("the address {address:?} has no host"),
-        };
-        let (Some(access_key_id), Some(secret)) =
-            (args.access_key_id.clone(), args.secret_access_key.clone())
-        else {
-            bail!(
-                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (create a key with `arca kms \
-                 access-key create`; with a --dev server any values work)"
-            );
-        };
-        let http = crate::client::http_client(Duration::from_secs(60))?;
-        Ok(Self {
-            http,
-            address,
-            host,
-            region: args.region.clone(),
-            access_key_id,
-            secret: Zeroizing::new(secret),
-        })
-    }
-
-    /// Calls `TrentService.<operation>` with `body`; an AWS error becomes an error naming its
-    /// code and message.
-    async fn call(&self, operation: &str, body: &Value) -> anyhow::Result<Value> {
-        let body = Zeroizing::new(serde_json::to_vec(body)?);
-        let target = format!("TrentService.{operation}");
-        let headers = [
-            ("host", self.host.as_str()),
-            ("content-type", crate::server::aws::CONTENT_TYPE),
-            ("x-amz-target", target.as_str()),
-        ];
-        let url = format!("{}/", self.address);
-        let signed = crate::server::aws::sigv4::sign_request(
-            "POST",
-            &url,
-            &headers,
-            &body,
-            &self.region,
-            "kms",
-            &self.access_key_id,
-            self.secret.as_str(),
-            SystemTime::now(),
-        )?;
-        let mut request = self.http.post(format!("{}/", self.address));
-        for (name, value) in headers.iter().skip(1) {
-            request = request.header(*name, *value);
-        }
-        for (name, value) in signed {
-            request = request.header(name, value);
-        }
-        let response = request
-            .body(body.to_vec())
-            .send()
-            .await
-            .with_context(|| format!("cannot reach arca at {}", self.address))?;
-        let status = response.status();
-        let text = Zeroizing::new(response.text().await?);
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(value);
-        }
-        bail!(
-            "{} ({}): {}",
-            value["__type"].as_str().unwrap_or("error"),
-            status.as_u16(),
-            value["message"].as_str().unwrap_or_default()
-        )
     }
 }
