@@ -124,6 +124,7 @@ pub struct Arca {
     policies: crate::policy::PolicyStore,
     approle: crate::auth::AppRoleStore,
     audit: crate::audit::AuditLog,
+    access_guard: crate::lifecycle::access::AccessGuard,
     mounts: crate::mounts::Mounts,
     kv: crate::kv::KvState,
     changes: crate::changes::ChangeFeed,
@@ -187,6 +188,7 @@ impl Arca {
             policies,
             approle,
             audit,
+            access_guard: crate::lifecycle::access::AccessGuard::new(),
             mounts,
             kv: crate::kv::KvState::default(),
             changes,
@@ -276,6 +278,13 @@ impl Arca {
     #[must_use]
     pub fn approle(&self) -> &crate::auth::AppRoleStore {
         &self.approle
+    }
+
+    /// The access-policy check of secrets, with its in-memory rate-limit windows (one per
+    /// server, so that every request of an identity counts against the same limit).
+    #[must_use]
+    pub fn access_guard(&self) -> &crate::lifecycle::access::AccessGuard {
+        &self.access_guard
     }
 
     /// The audit log (no device until one is enabled).

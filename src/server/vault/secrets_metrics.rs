@@ -7,8 +7,9 @@
 //! without access to the secrets themselves. The figures name services and principals, which
 //! is why a token without that grant gets 403.
 //!
-//! `since` and `until` take RFC 3339, Unix seconds, or a duration ago (`24h`, `7d`); `until`
-//! defaults to now and `since` to 24 hours before `until`. Without a file audit device there is
+//! `since` and `until` take RFC 3339, Unix seconds, or a duration ago (`24h`, `7d`); the range
+//! is `[since, until)`; `until` defaults to the end of the current second and `since` to 24
+//! hours before `until`. Without a file audit device there is
 //! nothing to count from, and the answer is a 400 that says so; a standard-output device keeps
 //! no history this server can read.
 
@@ -69,7 +70,8 @@ async fn secret_metrics(
     let now = crate::auth::token::now_secs();
     let until = match &params.until {
         Some(text) => metrics::parse_time(text, now).map_err(query_error)?,
-        None => now,
+        // The current second included: a line written this second counts.
+        None => now + 1,
     };
     let since = match &params.since {
         Some(text) => metrics::parse_time(text, now).map_err(query_error)?,
