@@ -13,6 +13,7 @@ mod kms;
 mod operator;
 mod run;
 mod secrets;
+mod secrets_metrics;
 mod server;
 mod zt;
 
