@@ -13,3 +13,8 @@ use common::pytest::run as pytest;
 fn identities_are_bound_to_credentials_and_tokens_work_on_the_aws_api() {
     pytest("test_identity_aws.py");
 }
+
+#[test]
+fn access_policies_decide_with_real_identities_and_metrics_count_the_audit_log() {
+    pytest("test_secrets_access.py");
+}
