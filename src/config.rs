@@ -237,6 +237,10 @@ pub struct ServerConfig {
     /// High availability (several servers on one DynamoDB table).
     #[serde(default)]
     pub ha: HaSection,
+    /// Secret rotation: command rotators, the PostgreSQL rotator, retry backoff (see
+    /// [`crate::lifecycle::rotation`]).
+    #[serde(default)]
+    pub rotation: crate::lifecycle::rotation::RotationSettings,
 }
 
 /// The `[ha]` table: high availability, see [`crate::ha`].
@@ -329,6 +333,7 @@ impl Default for ServerConfig {
             audit: None,
             aws: AwsSection::default(),
             ha: HaSection::default(),
+            rotation: crate::lifecycle::rotation::RotationSettings::default(),
         }
     }
 }
@@ -526,6 +531,7 @@ impl ServerConfig {
                 "this build has no sled backend (build with --features sled)".into(),
             ));
         }
+        self.rotation.check().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -130,6 +130,7 @@ pub struct Arca {
     changes: crate::changes::ChangeFeed,
     zerotrust: crate::zerotrust::ZeroTrust,
     secrets: crate::lifecycle::Secrets,
+    rotations: crate::lifecycle::rotation::Rotations,
 }
 
 impl Arca {
@@ -194,6 +195,7 @@ impl Arca {
             changes,
             zerotrust,
             secrets,
+            rotations: crate::lifecycle::rotation::Rotations::default(),
         })
     }
 
@@ -259,6 +261,13 @@ impl Arca {
     #[must_use]
     pub fn secrets(&self) -> &crate::lifecycle::Secrets {
         &self.secrets
+    }
+
+    /// Rotation: the rotators' settings, the rotations under way, and the scheduler's bell
+    /// (`lifecycle::rotation`).
+    #[must_use]
+    pub fn rotations(&self) -> &crate::lifecycle::rotation::Rotations {
+        &self.rotations
     }
 
     /// Zero-trust distribution: roles, challenges, sessions, the signing key, and the client

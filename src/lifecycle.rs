@@ -29,6 +29,7 @@ pub mod access;
 pub mod events;
 pub mod generate;
 pub mod metrics;
+pub mod rotation;
 pub mod store;
 
 use std::fmt;

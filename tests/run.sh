@@ -68,7 +68,29 @@ python_venv() {
   done
 }
 
+# A PostgreSQL server for the rotation tests (tests/rotation_postgres.rs): the test starts its
+# own server in a temporary directory from `initdb` and `postgres`. Debian's `postgresql`
+# package keeps them in /usr/lib/postgresql/<version>/bin, out of PATH; install it when no
+# server binaries are found, then tell the test where they are.
+postgresql() {
+  local dir=""
+  if command -v initdb >/dev/null && command -v postgres >/dev/null; then
+    dir="$(dirname "$(command -v initdb)")"
+  else
+    dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    if [[ -z "$dir" || ! -x "$dir/initdb" ]]; then
+      apt_install postgresql
+      dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    fi
+  fi
+  [[ -n "$dir" && -x "$dir/initdb" && -x "$dir/postgres" ]] \
+    || die "no PostgreSQL server binaries after installing postgresql"
+  log "postgresql: server binaries in $dir"
+  export ARCA_POSTGRES_BIN="$dir"
+}
+
 python_venv
+postgresql
 
 # --no-fail-fast: one run reports every failing test binary, not only the first.
 log "cargo test --workspace --all-features --no-fail-fast $*"

@@ -212,6 +212,12 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
     );
     // Zero-trust: the client-CA registry follows the seal; expired nonces and sessions go.
     let zt_tidy = crate::zerotrust::spawn_tidy(arca.clone(), Duration::from_secs(5));
+    // Rotation: arca.toml's rotators, and the scheduler that runs due rotations (those missed
+    // while arca was down first) and purges deleted secrets; it idles while sealed.
+    arca.rotations()
+        .configure(config.rotation.clone())
+        .map_err(anyhow::Error::msg)?;
+    let rotation = crate::lifecycle::rotation::Scheduler::start(arca.clone());
     // On shutdown, the change feed's long polls answer at once rather than hold it up.
     let changes = arca.changes().clone();
     let shutdown = async move {
@@ -222,6 +228,8 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
     tracing::info!("shutting down");
     tidy.abort();
     zt_tidy.abort();
+    // The rotation under way finishes (or is resumed at the next start).
+    rotation.shutdown().await;
     arca.barrier().flush().await.ok();
     activation.release().await;
     Ok(())

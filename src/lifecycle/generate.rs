@@ -69,9 +69,10 @@
 //! - `certificate`: parameters `common_name` (default: the first subject alternative name, or
 //!   `arca`), `subject_alt_names` (DNS names or IP addresses), `validity_days` (1 to 3650,
 //!   default 90), `is_ca` (default false), `key_algorithm` (`ecdsa_p256` (default),
-//!   `ecdsa_p384` or `ed25519`). A fresh key pair and certificate, self-signed, or signed by
-//!   `issuer` (the current value of an arca-held CA secret, a `certificate` value with
-//!   `is_ca: true`). The serial number is 128 random bits. `certificate_chain_pem` is the leaf
+//!   `ecdsa_p384` or `ed25519`), `issuer` (the name or ARN of an arca-held CA secret, which the
+//!   caller reads and passes as [`GenerateRequest::issuer`]). A fresh key pair and certificate,
+//!   self-signed, or signed by the issuer (the CA secret's current value: a `certificate` value
+//!   with `is_ca: true`). The serial number is 128 random bits. `certificate_chain_pem` is the leaf
 //!   followed by the issuer's chain (or certificate).
 //!   ```json
 //!   {"certificate_pem": "-----BEGIN CERTIFICATE-----...", "private_key_pem": "-----BEGIN PRIVATE KEY-----...",
@@ -813,9 +814,17 @@ fn certificate(
             "validity_days",
             "is_ca",
             "key_algorithm",
+            "issuer",
         ],
         false,
     )?;
+    // `issuer` names the CA secret; the caller reads it and passes its value. Without the
+    // value, refuse rather than silently self-sign.
+    if params.contains_key("issuer") && issuer.is_none() {
+        return Err(invalid(
+            "the issuer secret's value was not supplied (the issuer parameter names the CA secret)",
+        ));
+    }
     let names: Vec<String> = match params.get("subject_alt_names") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items

@@ -685,10 +685,24 @@ impl Ctx<'_> {
         let rules = rotation_rules(input)?;
         let rotate_immediately = input.bool("RotateImmediately")?.unwrap_or(true);
         let secret = self.secret("RotateSecret", input, token).await?;
-        let _ = (rotator, rules, rotate_immediately, secret);
-        Err(invalid_request(
-            "arca cannot rotate secrets yet: the rotators are not part of this build",
-        ))
+        // The rotator's name travels in RotationLambdaARN (see lifecycle::rotation).
+        let done = crate::lifecycle::rotation::rotate_now(
+            &self.state.arca,
+            self.scope.region(),
+            &secret.arn,
+            crate::lifecycle::rotation::RotateRequest {
+                client_request_token: token.map(str::to_owned),
+                rotator: rotator.filter(|name| !name.is_empty()).map(str::to_owned),
+                rules,
+                rotate_immediately,
+            },
+        )
+        .await?;
+        let mut out = json!({ "ARN": done.arn, "Name": done.name });
+        if let Some(version_id) = done.version_id {
+            out["VersionId"] = json!(version_id);
+        }
+        Ok(out)
     }
 
     async fn cancel_rotate_secret(&self, input: &Input<'_>) -> Result<Value, AwsError> {
