@@ -26,6 +26,7 @@
 //! API onto it, and `cli/secrets.rs` is a client of that API.
 
 pub mod access;
+pub mod cache;
 pub mod events;
 pub mod generate;
 pub mod metrics;
