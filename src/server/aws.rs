@@ -5,11 +5,14 @@
 //! to the service's file ([`kms`] for `TrentService.*`, [`secretsmanager`] for
 //! `secretsmanager.*`):
 //!
-//! - **Authentication**: SigV4 ([`sigv4`]). The region comes from the credential scope, and
-//!   state is kept per region. In development mode any access key is accepted without a
-//!   signature check, as local emulators do, so `AWS_ACCESS_KEY_ID=test` works.
-//! - **Authorisation**: each access key carries arca policies; an operation is allowed when
-//!   they grant `update` on `aws/<service>/<Operation>` ([`operation_path`]).
+//! - **Authentication**: SigV4 ([`sigv4`]), or a Vault token in `X-Vault-Token`. The region
+//!   comes from the credential scope (for a token, `X-Arca-Region` or the default), and state
+//!   is kept per region. In development mode an access key arca does not know is accepted
+//!   without a signature check, as local emulators do, so `AWS_ACCESS_KEY_ID=test` works.
+//! - **Authorisation**: each access key and token carries arca policies; an operation is
+//!   allowed when they grant `update` on `aws/<service>/<Operation>` ([`operation_path`]).
+//!   The caller's verified identity ([`sigv4::Caller::identity`]) then meets each secret's
+//!   access policy ([`secrets_access`]).
 //! - **Errors**: AWS's shape, `{"__type": "<Code>", "message": "..."}`, with the code also in
 //!   `X-Amzn-ErrorType`, the request id in `x-amzn-RequestId`, 400 for client errors and 500
 //!   for server faults (which SDKs retry). Malformed JSON, a missing target or an unknown

@@ -1,10 +1,9 @@
 //! The access-policy check of the Secrets Manager API, kept apart from the operations so that
 //! each operation calls it in one line, where it knows the secret.
 //!
-//! For every operation on an existing secret, [`check`] runs the secret's
-//! [`AccessPolicy`](crate::lifecycle::AccessPolicy) against the caller's verified identity
-//! ([`Caller::identity`]) with the server's [`AccessGuard`](crate::lifecycle::access::AccessGuard),
-//! and writes one `lifecycle` audit line with the decision, allowed or denied, and the
+//! For every operation on an existing secret, [`check`] runs the secret's [`AccessPolicy`]
+//! against the caller's verified identity ([`Caller::identity`]) with the server's
+//! [`AccessGuard`](crate::lifecycle::access::AccessGuard), and writes one `lifecycle` audit line with the decision, allowed or denied, and the
 //! denial's reason (never a value). That line is what usage metrics count, so it is written
 //! for secrets without a policy too. If it cannot be written, the operation is refused (500),
 //! as for any request that cannot be audited.
