@@ -89,7 +89,26 @@ postgresql() {
   export ARCA_POSTGRES_BIN="$dir"
 }
 
+# The npm packages of the Node.js client test (tests/node: the AWS SDK for JavaScript v3,
+# pinned by package-lock.json), installed with `npm ci` into tests/node/node_modules. A stamp
+# holds the hash of the lock file: when it did not change, nothing is installed again. The
+# stamp's format is shared with tests/node_clients.rs, which runs `npm ci` itself
+# when the tests run without this script.
+node_modules() {
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  local dir="$ROOT/tests/node" want stamp="$ROOT/tests/node/node_modules/.arca-package-lock.sha256"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    log "node: tests/node/node_modules is up to date"
+  else
+    log "node: npm ci in tests/node"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$stamp"
+  fi
+}
+
 python_venv
+node_modules
 postgresql
 
 # --no-fail-fast: one run reports every failing test binary, not only the first.
