@@ -120,7 +120,13 @@ def test_aws_cli_lifecycle(server, env, tmp_path):
     policy = json.loads(aws(server, env, "get-resource-policy", "--secret-id", "cli/db")["ResourcePolicy"])
     assert policy["allowed_cidrs"] == ["127.0.0.0/8", "::1/128"]
     aws(server, env, "delete-resource-policy", "--secret-id", "cli/db")
+    rotated = aws(server, env, "rotate-secret", "--secret-id", "cli/db")
+    assert aws(server, env, "get-secret-value", "--secret-id", "cli/db")["VersionId"] == rotated["VersionId"]
+    aws(server, env, "rotate-secret", "--secret-id", "cli/db", "--rotation-rules",
+        "AutomaticallyAfterDays=30", "--no-rotate-immediately")
+    assert aws(server, env, "describe-secret", "--secret-id", "cli/db")["RotationEnabled"] is True
     aws(server, env, "cancel-rotate-secret", "--secret-id", "cli/db")
+    assert aws(server, env, "describe-secret", "--secret-id", "cli/db")["RotationEnabled"] is False
     deleted = aws(server, env, "delete-secret", "--secret-id", "cli/db", "--recovery-window-in-days", "7")
     assert "DeletionDate" in deleted
     assert aws_error(server, env, "get-secret-value", "--secret-id", "cli/db") == "InvalidRequestException"
@@ -196,6 +202,10 @@ def test_arca_secrets_cli(server, env, tmp_path):
     assert listed.stdout.decode().split() == [
         "app/bin", "generic", "app/db", "database_credentials", "app/key", "api_key", "app/one", "generic"
     ]
+    rotated = arca(env, "rotate", "app/key", "--every-days", "30")
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(arca(env, "get", "app/key").stdout)["api_key"] != api_key
+    assert b"enabled" in arca(env, "describe", "app/key").stdout
     assert arca(env, "tag", "app/one", "env=prod").returncode == 0
     assert arca(env, "untag", "app/one", "team").returncode == 0
     tags = json.loads(arca(env, "describe", "app/one", "--format", "json").stdout)["Tags"]

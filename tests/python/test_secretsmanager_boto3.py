@@ -557,6 +557,40 @@ def test_resource_policies(sm):
     assert "ResourcePolicy" not in sm.get_resource_policy(SecretId="p")
 
 
+def test_rotate_and_cancel_rotation(sm):
+    created = sm.create_secret(Name="rot", Tags=[{"Key": "arca:type", "Value": "api_key"}])
+    first = json.loads(sm.get_secret_value(SecretId="rot")["SecretString"])["api_key"]
+    rotated = sm.rotate_secret(SecretId="rot")
+    assert rotated["ARN"] == created["ARN"] and rotated["VersionId"] != created["VersionId"]
+    got = sm.get_secret_value(SecretId="rot")
+    assert got["VersionId"] == rotated["VersionId"]
+    second = json.loads(got["SecretString"])["api_key"]
+    assert second != first and re.fullmatch(r"ak_[0-9A-Za-z]{32}_[0-9a-f]{8}", second)
+    previous = sm.get_secret_value(SecretId="rot", VersionStage="AWSPREVIOUS")
+    assert json.loads(previous["SecretString"])["api_key"] == first
+    described = sm.describe_secret(SecretId="rot")
+    assert described["VersionIdsToStages"] == {
+        created["VersionId"]: ["AWSPREVIOUS"],
+        rotated["VersionId"]: ["AWSCURRENT"],
+    }
+    assert "LastRotatedDate" in described
+    # A schedule turns rotation on; CancelRotateSecret turns it off and keeps the rules.
+    sm.rotate_secret(SecretId="rot", RotationRules={"AutomaticallyAfterDays": 7}, RotateImmediately=False)
+    described = sm.describe_secret(SecretId="rot")
+    assert described["RotationEnabled"] is True
+    assert described["RotationRules"]["AutomaticallyAfterDays"] == 7
+    assert described["NextRotationDate"] > described["LastRotatedDate"]
+    assert sm.get_secret_value(SecretId="rot")["VersionId"] == rotated["VersionId"], "not rotated"
+    cancelled = sm.cancel_rotate_secret(SecretId="rot")
+    assert cancelled["ARN"] == created["ARN"]
+    described = sm.describe_secret(SecretId="rot")
+    assert described["RotationEnabled"] is False and "NextRotationDate" not in described
+    assert described["RotationRules"]["AutomaticallyAfterDays"] == 7
+    # The same ClientRequestToken resumes the same rotation rather than making another.
+    again = sm.rotate_secret(SecretId="rot", ClientRequestToken=token(40))
+    assert again["VersionId"] == token(40)
+
+
 def test_cancel_rotate_secret(sm):
     created = sm.create_secret(Name="r", SecretString="x")
     out = sm.cancel_rotate_secret(SecretId="r")
