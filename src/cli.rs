@@ -5,9 +5,9 @@
 //! two; [`normalize_args`] rewrites the single-dash long form before clap parses.
 
 mod audit;
-mod aws_api;
 #[cfg(feature = "aws")]
 mod aws;
+mod aws_api;
 mod bench;
 mod kms;
 mod operator;

@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 
 /// The folder of the Node.js test.
 fn node_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("node")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("node")
 }
 
 /// The stamp `tests/run.sh` and this file write into `node_modules` after `npm ci`: the
