@@ -385,8 +385,9 @@ def test_raw_protocol_errors_are_aws_shaped(server, kms):
     check(raw_kms(server.addr, "Encrypt", b'{"Plaintext": "eA=="}'), "ValidationException")
     check(raw_kms(server.addr, "NoSuchOperation", b"{}"), "UnknownOperationException")
     check(raw_kms(server.addr, "CreateGrant", b"{}"), "UnsupportedOperationException")
+    # A service arca does not serve on this endpoint (Secrets Manager is served: its own tests).
     check(
-        raw_kms(server.addr, "ListKeys", b"{}", {"X-Amz-Target": "secretsmanager.ListSecrets"}),
+        raw_kms(server.addr, "ListKeys", b"{}", {"X-Amz-Target": "DynamoDB_20120810.ListTables"}),
         "UnknownOperationException",
     )
     response = requests.post(f"{server.addr}/", data=b"{}", timeout=30)
