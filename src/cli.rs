@@ -4,6 +4,7 @@
 //! Like Vault's CLI, flags may be written with one dash (`-key-shares 5`, `-format=json`) or
 //! two; [`normalize_args`] rewrites the single-dash long form before clap parses.
 
+mod agent;
 mod audit;
 #[cfg(feature = "aws")]
 mod aws;
@@ -60,6 +61,9 @@ enum Command {
     },
     /// Runs a command with secrets in its environment, refreshed when they change.
     Run(run::RunArgs),
+    /// The injection agent: renders secrets to files and serves them to a sidecar client,
+    /// refreshed when they change; `status` and `revoke` talk to a running one.
+    Agent(agent::AgentArgs),
     /// Benchmark helpers: load many secrets through the API.
     Bench {
         #[command(subcommand)]
@@ -162,6 +166,7 @@ pub fn run() -> i32 {
             Command::Secrets { command } => secrets::run(command).await,
             Command::Audit { command } => audit::run(command),
             Command::Run(args) => run::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
             Command::Zt { command } => zt::run(command).await,
             Command::Bench { command } => bench::run(command).await,
             #[cfg(feature = "aws")]

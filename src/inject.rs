@@ -16,7 +16,9 @@
 //! - [`cache`]: [`SecretCache`], an in-memory read-through cache with a TTL, invalidated on
 //!   change, for Rust programs;
 //! - [`process`]: children in their own process group, stopped group and all;
-//! - [`run`]: `arca run`, values in a child's environment, restarted or signalled on change.
+//! - [`run`]: `arca run`, values in a child's environment, restarted or signalled on change;
+//! - [`agent`]: `arca agent`, auto-auth, file jobs, the sidecar listener, `--once`, status and
+//!   revocation.
 //!
 //! Unix only: process groups, signals, file modes and owners are Unix notions.
 //!
@@ -29,6 +31,7 @@
 //! assert_eq!(mapping.name(), "DB_PASSWORD");
 //! ```
 
+pub mod agent;
 pub mod cache;
 pub mod connection;
 pub mod file;

@@ -27,8 +27,8 @@
 //!   versions and staging labels, rotation, access policies, usage metrics.
 //! - [`changes`]: the change feed (what changed, never values) that `GET /v1/sys/events`
 //!   serves, so that clients holding copies refresh within a second;
-//! - [`inject`]: secret injection over the HTTP API: references and mappings, `arca run` and
-//!   [`inject::SecretCache`].
+//! - [`inject`]: secret injection over the HTTP API: references and mappings, `arca run`,
+//!   `arca agent` (files, templates, sidecar, init mode) and [`inject::SecretCache`].
 //!
 //! ```
 //! use std::sync::Arc;

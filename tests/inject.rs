@@ -7,8 +7,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -70,7 +72,6 @@ fn read(path: &Path) -> String {
 /// to a channel, its stderr is collected, and it is stopped by PID when dropped.
 struct Proc {
     child: Option<Child>,
-    #[allow(dead_code)] // read by the agent's tests, which come next
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
 }
@@ -127,7 +128,6 @@ impl Proc {
     }
 
     /// The first stdout line starting with `prefix`, with the prefix removed.
-    #[allow(dead_code)] // used by the agent's tests, which come next
     fn line_starting(&self, prefix: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -200,6 +200,10 @@ fn gone(pid: i32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
 // ------------------------------------------------------------------------------------------
@@ -665,5 +669,781 @@ async fn stopping_run_kills_the_childs_whole_process_group() {
     wait_for(Duration::from_secs(5), "the grandchild is killed", || {
         gone(grandchild)
     });
+    server.stop();
+}
+
+// ------------------------------------------------------------------------------------------
+// arca agent
+// ------------------------------------------------------------------------------------------
+
+/// A folder with a token file holding the root token, for agent configurations.
+fn agent_dir(dir: &Path) -> PathBuf {
+    let agent = dir.join("agent");
+    std::fs::create_dir_all(agent.join("out")).unwrap();
+    write_file(&agent, "token", &format!("{ROOT}\n"));
+    agent
+}
+
+/// A plain HTTP client for the sidecar (the TLS backend needs a provider even for http://).
+fn http_client(unix_socket: Option<&Path>) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(30));
+    if let Some(path) = unix_socket {
+        builder = builder.unix_socket(path);
+    }
+    builder.build().unwrap()
+}
+
+fn start_agent(config: &Path) -> Proc {
+    Proc::spawn(&["agent", "--config", config.to_str().unwrap()], &[])
+}
+
+fn agent_status(config: &Path) -> Value {
+    let run = common::arca_cli(
+        &[
+            "agent",
+            "status",
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn job<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == name)
+        .unwrap_or_else(|| panic!("no job {name} in {status}"))
+}
+
+fn vm_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_renders_0600_files_atomically_and_rewrites_them_on_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    kv_put(&api, "app/db", json!({"password": "v0"})).await;
+    let agent = agent_dir(dir.path());
+    let dest = agent.join("out").join("db.env");
+    let log = agent.join("changed.log");
+    let config = write_file(
+        &agent,
+        "agent.toml",
+        &format!(
+            r#"address = "{addr}"
+control_socket = "control.sock"
+[auth]
+token_file = "token"
+[[file]]
+name = "db"
+destination = "out/db.env"
+template = """
+# rendered by arca agent
+password={{{{ secrets.pw }}}}
+"""
+command = ["sh", "-c", "echo changed >> {log}"]
+[file.secrets]
+pw = "kv://secret/app/db#password"
+"#,
+            addr = server.addr(),
+            log = log.display(),
+        ),
+    );
+    let agent_proc = start_agent(&config);
+    let expected = |v: &str| format!("# rendered by arca agent\npassword={v}\n");
+    wait_for(Duration::from_secs(30), "the first render", || {
+        read(&dest) == expected("v0")
+    });
+    assert_eq!(mode(&dest), 0o600);
+
+    // A reader polling in a tight loop sees the old file or the new one, never a partial or
+    // empty one, across 100 re-renders.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        let dest = dest.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut bad) = (0u64, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&dest).unwrap_or_else(|e| format!("<{e}>"));
+                let ok = text
+                    .strip_prefix("# rendered by arca agent\npassword=v")
+                    .and_then(|rest| rest.strip_suffix('\n'))
+                    .is_some_and(|n| n.parse::<u32>().is_ok());
+                if !ok {
+                    bad.push(text);
+                }
+                reads += 1;
+            }
+            (reads, bad)
+        })
+    };
+    let mut latencies = Vec::new();
+    for i in 1..=100 {
+        let value = format!("v{i}");
+        let written = Instant::now();
+        kv_put(&api, "app/db", json!({"password": value})).await;
+        wait_for(Duration::from_secs(5), "a re-render", || {
+            read(&dest) == expected(&value)
+        });
+        latencies.push(written.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (reads, bad) = reader.join().unwrap();
+    assert!(
+        bad.is_empty(),
+        "{} bad reads, e.g. {:?}",
+        bad.len(),
+        bad.first()
+    );
+    assert!(reads > 100, "only {reads} reads");
+    assert_eq!(mode(&dest), 0o600);
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    let max = latencies[latencies.len() - 1];
+    let rss = vm_rss_kib(agent_proc.pid());
+    eprintln!(
+        "rotation-to-delivery latency, arca agent (file): median {median:?}, max {max:?} over 100 \
+         writes; agent VmRSS {rss} KiB; {reads} reads by the tight-loop reader"
+    );
+    assert!(median < Duration::from_secs(1), "median latency {median:?}");
+
+    // Only what changed is rewritten, and the command runs after each change.
+    wait_for(Duration::from_secs(10), "the change commands", || {
+        read(&log).lines().count() == 101
+    });
+    let status = agent_status(&config);
+    let db = job(&status, "db");
+    assert_eq!(db["method"], "file");
+    assert_eq!(db["target"], dest.display().to_string());
+    assert_eq!(db["secrets"], 1);
+    assert_eq!(db["delivery_count"], 101);
+    assert_eq!(db["last_error"], Value::Null);
+    assert_eq!(db["last_command"], "exit 0");
+    assert_eq!(status["auth"]["authenticated"], true);
+    assert!(!status.to_string().contains("v100"), "{status}");
+    // SIGHUP refreshes without rewriting an unchanged file.
+    let before = db["refresh_count"].as_u64().unwrap();
+    agent_proc.signal(Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the SIGHUP refresh", || {
+        job(&agent_status(&config), "db")["refresh_count"]
+            .as_u64()
+            .unwrap()
+            > before
+    });
+    assert_eq!(job(&agent_status(&config), "db")["delivery_count"], 101);
+    assert!(!agent_proc.stderr().contains("v100"));
+    drop(agent_proc);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_keeps_the_last_good_file_while_arca_is_down_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = dev_server_on(&data, &listen);
+    let api = root(&server);
+    kv_put(&api, "app/db", json!({"password": "before"})).await;
+    let agent = agent_dir(dir.path());
+    let dest = agent.join("out").join("pw");
+    let config = write_file(
+        &agent,
+        "agent.toml",
+        &format!(
+            "address = \"{}\"\ncontrol_socket = \"control.sock\"\nrefresh_interval = \"1s\"\n\
+             [auth]\ntoken_file = \"token\"\n[[file]]\nname = \"pw\"\ndestination = \"out/pw\"\n\
+             [file.secrets]\npw = \"kv://secret/app/db#password\"\n",
+            server.addr()
+        ),
+    );
+    let _agent = start_agent(&config);
+    wait_for(Duration::from_secs(30), "the first render", || {
+        read(&dest) == "before"
+    });
+    server.stop();
+    wait_for(Duration::from_secs(15), "the status says why", || {
+        job(&agent_status(&config), "pw")["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach arca"))
+    });
+    assert_eq!(read(&dest), "before", "the last good file stays");
+    let status = agent_status(&config);
+    assert_eq!(status["status"], "degraded");
+
+    let server = dev_server_on(&data, &listen);
+    let api = root(&server);
+    kv_put(&api, "app/db", json!({"password": "after"})).await;
+    wait_for(Duration::from_secs(15), "recovery", || {
+        read(&dest) == "after"
+    });
+    wait_for(Duration::from_secs(10), "the error is cleared", || {
+        job(&agent_status(&config), "pw")["last_error"].is_null()
+    });
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_once_writes_everything_or_nothing_and_says_so_in_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    kv_put(
+        &api,
+        "app/db",
+        json!({"user": "app", "password": "pw-once"}),
+    )
+    .await;
+    let agent = agent_dir(dir.path());
+    let config_with = |name: &str, second_ref: &str, extra: &str| {
+        write_file(
+            &agent,
+            name,
+            &format!(
+                "address = \"{}\"\n[auth]\ntoken_file = \"token\"\n\
+                 [[file]]\nname = \"a\"\ndestination = \"out/{name}.a\"\n{extra}\n\
+                 [file.secrets]\nu = \"kv://secret/app/db#user\"\n\
+                 [[file]]\nname = \"b\"\ndestination = \"out/{name}.b\"\nmode = \"0640\"\n\
+                 [file.secrets]\np = \"{second_ref}\"\n",
+                server.addr()
+            ),
+        )
+    };
+    let once = |config: &Path| {
+        common::arca_cli(
+            &["agent", "--once", "--config", config.to_str().unwrap()],
+            &[],
+        )
+    };
+    let out = agent.join("out");
+
+    let ok = config_with("ok", "kv://secret/app/db#password", "");
+    let run = once(&ok);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(read(&out.join("ok.a")), "app");
+    assert_eq!(read(&out.join("ok.b")), "pw-once");
+    assert_eq!(mode(&out.join("ok.a")), 0o600);
+    assert_eq!(mode(&out.join("ok.b")), 0o640);
+    assert!(!run.stderr.contains("pw-once"));
+
+    // A missing secret in the second job: exit 1, and the first job's file is not written.
+    let missing = config_with("missing", "kv://secret/app/nope#password", "");
+    let run = once(&missing);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("job b: mapping p (kv://secret/app/nope#password): secret not found"),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.join("missing.a").exists() && !out.join("missing.b").exists());
+
+    // Configuration errors: exit 2, before anything is read or written.
+    let bad_template = config_with(
+        "tmpl",
+        "kv://secret/app/db#password",
+        "template = \"{{ secrets.u \"",
+    );
+    let run = once(&bad_template);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("job a: template"), "{}", run.stderr);
+    let no_dir = write_file(
+        &agent,
+        "nodir.toml",
+        &format!(
+            "address = \"{}\"\n[auth]\ntoken_file = \"token\"\n[[file]]\nname = \"x\"\n\
+             destination = \"missing-dir/x\"\n[file.secrets]\nu = \"kv://secret/app/db#user\"\n",
+            server.addr()
+        ),
+    );
+    let run = once(&no_dir);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("job x: the destination's directory")
+            && run.stderr.contains("does not exist"),
+        "{}",
+        run.stderr
+    );
+    let bad_ref = config_with("ref", "kv://secret", "");
+    let run = once(&bad_ref);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("job b: mapping p"), "{}", run.stderr);
+    // Nothing but the successful run's files and no temporary file were left.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ok.a", "ok.b"]);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sidecar_answers_401_without_the_token_and_serves_prometheus_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    kv_put(&api, "app/db", json!({"password": "side-pw"})).await;
+    let agent = agent_dir(dir.path());
+    write_file(&agent, "sidecar.token", "sidecar-bearer-1\n");
+    let socket = agent.join("side.sock");
+    let config = write_file(
+        &agent,
+        "agent.toml",
+        &format!(
+            "address = \"{}\"\n[auth]\ntoken_file = \"token\"\n\
+             [sidecar]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"sidecar.token\"\n\
+             [sidecar.secrets]\ndb_password = \"kv://secret/app/db#password\"\n",
+            server.addr()
+        ),
+    );
+    let proc = start_agent(&config);
+    let address = proc.line_starting(
+        "arca agent: sidecar sidecar listening on ",
+        Duration::from_secs(30),
+    );
+    let base = format!("http://{address}");
+    let http = http_client(None);
+    let url = format!("{base}/secrets/db_password");
+    // Wait until the first refresh has a value.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http
+            .get(&url)
+            .bearer_auth("sidecar-bearer-1")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.headers()["cache-control"], "no-store");
+            assert_eq!(r.text().await.unwrap(), "side-pw");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no value: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let anonymous = http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    assert!(!anonymous.text().await.unwrap().contains("side-pw"));
+    let wrong = http
+        .get(&url)
+        .bearer_auth("sidecar-bearer-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let basic = http
+        .get(&url)
+        .basic_auth("u", Some("sidecar-bearer-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 401);
+    let unknown = http
+        .get(format!("{base}/secrets/nope"))
+        .bearer_auth("sidecar-bearer-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    // A change reaches the sidecar.
+    kv_put(&api, "app/db", json!({"password": "side-pw-2"})).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = http
+            .get(&url)
+            .bearer_auth("sidecar-bearer-1")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text == "side-pw-2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar still serves {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let health: Value = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(job(&health, "sidecar")["method"], "sidecar");
+    assert!(!health.to_string().contains("side-pw"));
+
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(!text.contains("side-pw"));
+    let families = parse_prometheus(&text);
+    let sample = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        families
+            .iter()
+            .flat_map(|f| f["samples"].as_array().unwrap())
+            .find(|s| {
+                s["name"] == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s["labels"][*k].as_str() == Some(*v))
+            })
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{text}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(sample("arca_agent_up", &[]), 1.0);
+    assert_eq!(sample("arca_agent_authenticated", &[]), 1.0);
+    assert!(sample("arca_agent_sidecar_requests_total", &[("code", "401")]) >= 3.0);
+    assert!(sample("arca_agent_sidecar_requests_total", &[("code", "200")]) >= 2.0);
+    assert!(
+        sample(
+            "arca_agent_job_refreshes_total",
+            &[("job", "sidecar"), ("method", "sidecar")]
+        ) >= 2.0
+    );
+    assert!(sample("arca_agent_change_events_total", &[]) >= 1.0);
+    assert_eq!(sample("arca_agent_job_secrets", &[("job", "sidecar")]), 1.0);
+    drop(proc);
+
+    // The same over a unix socket.
+    let config = write_file(
+        &agent,
+        "unix.toml",
+        &format!(
+            "address = \"{}\"\n[auth]\ntoken_file = \"token\"\n\
+             [sidecar]\nname = \"uds\"\nlisten = \"unix:{}\"\ntoken_file = \"sidecar.token\"\n\
+             [sidecar.secrets]\ndb_password = \"kv://secret/app/db#password\"\n",
+            server.addr(),
+            socket.display()
+        ),
+    );
+    let proc = start_agent(&config);
+    proc.line_starting(
+        "arca agent: sidecar uds listening on unix:",
+        Duration::from_secs(30),
+    );
+    assert_eq!(mode(&socket), 0o600);
+    let uds = http_client(Some(&socket));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = uds
+            .get("http://agent/secrets/db_password")
+            .bearer_auth("sidecar-bearer-1")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.text().await.unwrap(), "side-pw-2");
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let anonymous = uds
+        .get("http://agent/secrets/db_password")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    drop(proc);
+    assert!(!socket.exists(), "the socket is removed on shutdown");
+    server.stop();
+}
+
+/// Parses Prometheus text with the reference parser (Python's prometheus_client), which
+/// raises on any malformed line; returns the families as JSON.
+fn parse_prometheus(text: &str) -> Vec<Value> {
+    let venv = common::venv::ensure();
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    out.append({"name": family.name, "type": family.type, "documentation": family.documentation,
+                "samples": [{"name": s.name, "labels": s.labels, "value": s.value} for s in family.samples]})
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(venv.join("bin").join("python3"))
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "prometheus_client refused the metrics: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let families: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    for family in &families {
+        assert!(
+            !family["documentation"].as_str().unwrap().is_empty(),
+            "{family}"
+        );
+        assert!(["gauge", "counter"].contains(&family["type"].as_str().unwrap()));
+    }
+    families
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_job_removes_exactly_its_files_and_cleanup_removes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    kv_put(&api, "app/db", json!({"a": "value-a", "b": "value-b"})).await;
+    let agent = agent_dir(dir.path());
+    let out = agent.join("out");
+    write_file(&out, "unrelated.txt", "keep me");
+    write_file(&agent, "sidecar.token", "tok");
+    let config = write_file(
+        &agent,
+        "agent.toml",
+        &format!(
+            "address = \"{}\"\ncontrol_socket = \"control.sock\"\ncleanup = true\n\
+             [auth]\ntoken_file = \"token\"\n\
+             [[file]]\nname = \"a\"\ndestination = \"out/a.txt\"\n[file.secrets]\nv = \"kv://secret/app/db#a\"\n\
+             [[file]]\nname = \"b\"\ndestination = \"out/b.txt\"\n[file.secrets]\nv = \"kv://secret/app/db#b\"\n\
+             [sidecar]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"sidecar.token\"\n[sidecar.secrets]\nv = \"kv://secret/app/db#a\"\n",
+            server.addr()
+        ),
+    );
+    let mut proc = start_agent(&config);
+    let address = proc.line_starting(
+        "arca agent: sidecar sidecar listening on ",
+        Duration::from_secs(30),
+    );
+    wait_for(Duration::from_secs(30), "both files", || {
+        read(&out.join("a.txt")) == "value-a" && read(&out.join("b.txt")) == "value-b"
+    });
+    let revoke = |job: &str| {
+        common::arca_cli(
+            &["agent", "revoke", job, "--config", config.to_str().unwrap()],
+            &[],
+        )
+    };
+    let run = revoke("a");
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("a.txt"), "{}", run.stdout);
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b.txt", "unrelated.txt"]);
+    let status = agent_status(&config);
+    assert_eq!(job(&status, "a")["revoked"], true);
+    assert_eq!(job(&status, "b")["revoked"], false);
+    // A revoked job stays revoked: a change does not bring its file back.
+    kv_put(&api, "app/db", json!({"a": "value-a2", "b": "value-b2"})).await;
+    wait_for(Duration::from_secs(5), "b follows the change", || {
+        read(&out.join("b.txt")) == "value-b2"
+    });
+    assert!(!out.join("a.txt").exists());
+    // Revoking the sidecar stops its listener.
+    let run = revoke("sidecar");
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        http_client(None)
+            .get(format!("http://{address}/health"))
+            .send()
+            .await
+            .is_err(),
+        "the sidecar still listens"
+    );
+    let run = revoke("nosuch");
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("no job named nosuch"), "{}", run.stderr);
+    // Shutdown with cleanup = true removes what is left, and only that.
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(
+        proc.wait(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        proc.stderr()
+    );
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["unrelated.txt"]);
+    assert!(!agent.join("control.sock").exists());
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_logs_in_with_approle_renews_and_logs_in_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    kv_put(&api, "app/db", json!({"password": "approle-pw"})).await;
+    let policy = api
+        .put(
+            "sys/policies/acl/app-read",
+            &json!({"policy": "path \"secret/data/app/*\" { capabilities = [\"read\"] }"}),
+        )
+        .await;
+    assert_eq!(policy.status, 204, "{}", policy.text);
+    let role = api
+        .post(
+            "auth/approle/role/agent",
+            &json!({"token_policies": ["app-read"], "token_ttl": "3s", "token_max_ttl": "5s"}),
+        )
+        .await;
+    assert!(role.status == 204 || role.status == 200, "{}", role.text);
+    let role_id = api.get("auth/approle/role/agent/role-id").await.json["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_id = api
+        .post("auth/approle/role/agent/secret-id", &json!({}))
+        .await
+        .json["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent = agent_dir(dir.path());
+    write_file(&agent, "role-id", &role_id);
+    write_file(&agent, "secret-id", &secret_id);
+    let config = write_file(
+        &agent,
+        "agent.toml",
+        &format!(
+            "address = \"{}\"\ncontrol_socket = \"control.sock\"\n\
+             [auth]\nrole_id_file = \"role-id\"\nsecret_id_file = \"secret-id\"\n\
+             [[file]]\nname = \"pw\"\ndestination = \"out/pw\"\n[file.secrets]\npw = \"kv://secret/app/db#password\"\n",
+            server.addr()
+        ),
+    );
+    let proc = start_agent(&config);
+    let dest = agent.join("out").join("pw");
+    wait_for(Duration::from_secs(30), "the render", || {
+        read(&dest) == "approle-pw"
+    });
+    // TTL 3 s renews at 2 s; the 5 s maximum forces a new login.
+    wait_for(
+        Duration::from_secs(20),
+        "a renewal and a second login",
+        || {
+            let status = agent_status(&config);
+            status["auth"]["renewals"].as_u64().unwrap() >= 1
+                && status["auth"]["logins"].as_u64().unwrap() >= 2
+        },
+    );
+    kv_put(&api, "app/db", json!({"password": "approle-pw-2"})).await;
+    wait_for(Duration::from_secs(10), "a change after re-login", || {
+        read(&dest) == "approle-pw-2"
+    });
+    assert!(!proc.stderr().contains(&secret_id));
+    server.stop();
+}
+
+// ------------------------------------------------------------------------------------------
+// SecretCache
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_cache_serves_from_memory_until_its_ttl_or_a_change() {
+    use arca::inject::{Connection, Resolver, SecretCache, Token};
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    kv_put(&api, "app/db", json!({"password": "c1", "user": "u"})).await;
+    let connection = Connection::new(server.addr()).unwrap();
+    connection.set_token(Some(Token::new(ROOT)));
+    let reference: arca::inject::SecretRef = "kv://secret/app/db#password".parse().unwrap();
+    let user: arca::inject::SecretRef = "kv://secret/app/db#user".parse().unwrap();
+
+    // Without the feed: the TTL alone decides.
+    let ttl_only = SecretCache::new(Resolver::new(connection.clone()), Duration::from_secs(2));
+    assert_eq!(
+        ttl_only.get(&reference).await.unwrap().expose_secret(),
+        b"c1"
+    );
+    assert_eq!(ttl_only.get(&user).await.unwrap().expose_secret(), b"u");
+    assert_eq!(ttl_only.len(), 1, "two fields of one secret are one entry");
+    kv_put(&api, "app/db", json!({"password": "c2", "user": "u"})).await;
+    assert_eq!(
+        ttl_only.get(&reference).await.unwrap().expose_secret(),
+        b"c1"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        ttl_only.get(&reference).await.unwrap().expose_secret(),
+        b"c2"
+    );
+
+    // With the feed: a change drops the entry at once, whatever the TTL.
+    let followed =
+        SecretCache::with_change_feed(Resolver::new(connection), Duration::from_secs(3600)).await;
+    assert_eq!(
+        followed.get(&reference).await.unwrap().expose_secret(),
+        b"c2"
+    );
+    kv_put(&api, "app/db", json!({"password": "c3", "user": "u"})).await;
+    let started = Instant::now();
+    loop {
+        if followed.get(&reference).await.unwrap().expose_secret() == b"c3" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "still stale");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let missing: arca::inject::SecretRef = "kv://secret/app/none".parse().unwrap();
+    assert_eq!(
+        followed.get(&missing).await.unwrap_err(),
+        arca::inject::ResolveError::NotFound
+    );
+    assert!(!format!("{followed:?}").contains("c3"));
     server.stop();
 }
