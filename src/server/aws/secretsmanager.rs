@@ -10,7 +10,7 @@
 //! changes nothing. The wire types stay here: the store knows nothing of JSON.
 //!
 //! Every operation on an existing secret first reads the secret's description in one place,
-//! [`Ctx::secret`], which is where the secret's access policy is checked against the caller.
+//! `Ctx::secret`, which is where the secret's access policy is checked against the caller.
 //!
 //! # arca's extensions
 //!
