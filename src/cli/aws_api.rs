@@ -101,8 +101,9 @@ impl AwsClient {
     }
 
     /// Calls `<Service>.<operation>` with `body`; an AWS error becomes an error naming its
-    /// code and message. The request and answer bodies, which may hold secrets, are kept in
-    /// wipe-on-drop buffers.
+    /// code and message. The raw request and answer bodies, which may hold secrets, are kept
+    /// in wipe-on-drop buffers; the parsed answer (`serde_json` has no wiping representation)
+    /// is an ordinary copy that lives as long as the command needs it.
     pub(crate) async fn call(&self, operation: &str, body: &Value) -> anyhow::Result<Value> {
         let body = Zeroizing::new(serde_json::to_vec(body)?);
         let target = format!("{}.{operation}", self.service.target_prefix());
