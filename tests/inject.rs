@@ -1447,3 +1447,171 @@ async fn secret_cache_serves_from_memory_until_its_ttl_or_a_change() {
     assert!(!format!("{followed:?}").contains("c3"));
     server.stop();
 }
+
+// ------------------------------------------------------------------------------------------
+// Secrets Manager references
+// ------------------------------------------------------------------------------------------
+
+/// Calls the Secrets Manager API with a Vault token, as `sm://` resolution does.
+async fn secretsmanager(server: &ArcaServer, operation: &str, body: Value) -> Value {
+    let reply = http_client(None)
+        .post(format!("{}/", server.addr()))
+        .header("X-Amz-Target", format!("secretsmanager.{operation}"))
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header("X-Vault-Token", ROOT)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status();
+    let body: Value = reply.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{operation}: {status} {body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sm_references_follow_new_values_and_rotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    let cursor = api.get("sys/events").await.json["data"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    secretsmanager(
+        &server,
+        "CreateSecret",
+        json!({"Name": "prod/db", "SecretString": "{\"username\":\"app\",\"password\":\"sm-pw-1\"}"}),
+    )
+    .await;
+    secretsmanager(
+        &server,
+        "CreateSecret",
+        json!({"Name": "prod/api", "Tags": [{"Key": "arca:type", "Value": "api_key"}]}),
+    )
+    .await;
+
+    // arca run with a Secrets Manager field.
+    let seen = dir.path().join("seen");
+    let script = format!("echo \"$PW\" >> {}; exec sleep 1000", seen.display());
+    let env = run_env(&server);
+    let _run = Proc::spawn(
+        &[
+            "run",
+            "--env",
+            "PW=sm://prod/db#password",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &env,
+    );
+    wait_for(Duration::from_secs(30), "the child sees the value", || {
+        read(&seen) == "sm-pw-1\n"
+    });
+
+    // An agent delivering both secrets.
+    let agent = agent_dir(dir.path());
+    let config = write_file(
+        &agent,
+        "agent.toml",
+        &format!(
+            "address = \"{}\"\n[auth]\ntoken_file = \"token\"\n\
+             [[file]]\nname = \"db\"\ndestination = \"out/db\"\n[file.secrets]\npw = \"sm://prod/db#password\"\n\
+             [[file]]\nname = \"api\"\ndestination = \"out/api\"\n[file.secrets]\nkey = \"sm://prod/api#api_key\"\n",
+            server.addr()
+        ),
+    );
+    let _agent = start_agent(&config);
+    let db = agent.join("out").join("db");
+    let key_file = agent.join("out").join("api");
+    wait_for(Duration::from_secs(30), "the agent's files", || {
+        read(&db) == "sm-pw-1" && read(&key_file).starts_with("ak_")
+    });
+    let first_key = read(&key_file);
+
+    // PutSecretValue reaches both within two seconds.
+    secretsmanager(
+        &server,
+        "PutSecretValue",
+        json!({"SecretId": "prod/db", "SecretString": "{\"username\":\"app\",\"password\":\"sm-pw-2\"}"}),
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(2),
+        "run and agent follow PutSecretValue",
+        || read(&seen) == "sm-pw-1\nsm-pw-2\n" && read(&db) == "sm-pw-2",
+    );
+
+    // A rotation (the built-in rotator regenerates the API key) reaches the file too.
+    let rotated = Instant::now();
+    secretsmanager(&server, "RotateSecret", json!({"SecretId": "prod/api"})).await;
+    wait_for(
+        Duration::from_secs(2),
+        "the agent follows the rotation",
+        || {
+            let key = read(&key_file);
+            key.starts_with("ak_") && key != first_key
+        },
+    );
+    eprintln!(
+        "rotation-to-delivery latency, arca agent (file, RotateSecret): {:?}",
+        rotated.elapsed()
+    );
+
+    // The feed said what happened, without values, and only to whom may read them.
+    let events = api.get(&format!("sys/events?since={cursor}&wait=0")).await;
+    let kinds: Vec<&str> = events.json["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["engine"] == "secretsmanager")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "secret-create",
+            "secret-create",
+            "secret-value",
+            "secret-value",
+            "secret-rotation"
+        ],
+        "{}",
+        events.text
+    );
+    let rotation = events.json["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "secret-rotation")
+        .unwrap();
+    assert_eq!(rotation["name"], "prod/api");
+    assert_eq!(rotation["stages"], json!(["AWSCURRENT"]));
+    assert!(
+        rotation["arn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:secretsmanager:")
+    );
+    assert!(!events.text.contains("sm-pw") && !events.text.contains(&first_key));
+    let policy = api
+        .put(
+            "sys/policies/acl/kv-only",
+            &json!({"policy": "path \"secret/data/*\" { capabilities = [\"read\"] }"}),
+        )
+        .await;
+    assert_eq!(policy.status, 204, "{}", policy.text);
+    let created = api
+        .post("auth/token/create", &json!({"policies": ["kv-only"]}))
+        .await;
+    let kv_only = server
+        .api()
+        .with_token(created.json["auth"]["client_token"].as_str().unwrap());
+    let hidden = kv_only
+        .get(&format!("sys/events?since={cursor}&wait=0"))
+        .await;
+    assert_eq!(hidden.json["data"]["events"], json!([]), "{}", hidden.text);
+    server.stop();
+}
