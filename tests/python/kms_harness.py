@@ -7,6 +7,8 @@ stopped by its PID (SIGTERM, then SIGKILL if it does not exit) when its fixture 
 """
 
 import json
+import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -120,3 +122,44 @@ def state_of(kms) -> str:
         a.pop("CreationDate", None)
         a.pop("LastUpdatedDate", None)
     return json.dumps([described, aliases], sort_keys=True, default=str)
+
+
+# How long one aws CLI command may take (a debug server on a loaded machine).
+AWS_CLI_TIMEOUT = 120
+
+
+def aws_cli_env(addr: str, tmp_path: Path) -> dict:
+    """The environment of an aws CLI (or `arca kms` / `arca secrets`) run against `addr`: the
+    caller's environment without any AWS_ or ARCA_ variable, dummy credentials, config files
+    of the test's own (so a developer's ~/.aws never leaks in), and one attempt per request."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCA_"))}
+    environment.update(
+        {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(tmp_path / "config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+            "AWS_MAX_ATTEMPTS": "1",
+            "ARCA_ADDR": addr,
+        }
+    )
+    return environment
+
+
+def aws_cli(addr: str, env: dict, service: str, *args, check: bool = True):
+    """Runs `aws --endpoint-url addr --output json <service> args...`. With `check`, asserts
+    success and returns the parsed JSON answer ({} when empty); otherwise the completed run."""
+    run = subprocess.run(
+        ["aws", "--endpoint-url", addr, "--output", "json", service, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=AWS_CLI_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    if check:
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout) if run.stdout.strip() else {}
+    return run

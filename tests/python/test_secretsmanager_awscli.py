@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from kms_harness import Servers, reset
+from kms_harness import Servers, aws_cli, aws_cli_env, reset
 
 TIMEOUT = 120
 
@@ -24,36 +24,12 @@ def server():
 @pytest.fixture
 def env(server, tmp_path):
     reset(server.addr)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCA_"))}
-    environment.update(
-        {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(tmp_path / "config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
-            "AWS_MAX_ATTEMPTS": "1",
-            "ARCA_ADDR": server.addr,
-        }
-    )
-    yield environment
+    yield aws_cli_env(server.addr, tmp_path)
     reset(server.addr)
 
 
 def aws(server, env, *args, check=True):
-    run = subprocess.run(
-        ["aws", "--endpoint-url", server.addr, "--output", "json", "secretsmanager", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    if check:
-        assert run.returncode == 0, run.stderr
-        return json.loads(run.stdout) if run.stdout.strip() else {}
-    return run
+    return aws_cli(server.addr, env, "secretsmanager", *args, check=check)
 
 
 def aws_error(server, env, *args) -> str:
