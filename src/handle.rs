@@ -314,6 +314,39 @@ impl Arca {
     }
 }
 
+/// Test fixtures shared by the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use super::Arca;
+    use crate::config::StorageKind;
+    use crate::seal::{InitRequest, SealConfig};
+    use crate::storage::MemoryBackend;
+
+    /// An arca over an in-memory store, initialised with one Shamir share and unsealed.
+    pub(crate) async fn unsealed_in_memory() -> Arca {
+        let arca = Arca::open(
+            Arc::new(MemoryBackend::new()),
+            StorageKind::Memory,
+            SealConfig::Shamir,
+        )
+        .await
+        .unwrap();
+        let init = arca
+            .seal()
+            .initialize(InitRequest {
+                secret_shares: 1,
+                secret_threshold: 1,
+                ..InitRequest::default()
+            })
+            .await
+            .unwrap();
+        arca.seal().submit_share(&init.keys[0].hex).await.unwrap();
+        arca
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

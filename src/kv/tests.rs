@@ -9,23 +9,7 @@ use crate::config::StorageKind;
 use crate::seal::{InitRequest, SealConfig};
 
 async fn arca() -> (Arca, MountEntry) {
-    let arca = Arca::open(
-        Arc::new(MemoryBackend::new()),
-        StorageKind::Memory,
-        SealConfig::Shamir,
-    )
-    .await
-    .unwrap();
-    let init = arca
-        .seal()
-        .initialize(InitRequest {
-            secret_shares: 1,
-            secret_threshold: 1,
-            ..InitRequest::default()
-        })
-        .await
-        .unwrap();
-    arca.seal().submit_share(&init.keys[0].hex).await.unwrap();
+    let arca = crate::handle::test_support::unsealed_in_memory().await;
     let mount = arca
         .mounts()
         .ensure("secret/", MountKind::KvV2)

@@ -325,33 +325,14 @@ fn concerns(event: &ChangeEvent, region: &str, version: &SecretVersion) -> bool 
 
 #[cfg(test)]
 mod tests {
-    use arca_storage::MemoryBackend;
     use zeroize::Zeroizing;
 
     use super::*;
     use crate::changes::ChangeKind;
-    use crate::config::StorageKind;
     use crate::lifecycle::{CreateSecret, DeleteMode, PutValue, SecretValue};
-    use crate::seal::{InitRequest, SealConfig};
 
     async fn arca() -> Arc<Arca> {
-        let arca = Arca::open(
-            Arc::new(MemoryBackend::new()),
-            StorageKind::Memory,
-            SealConfig::Shamir,
-        )
-        .await
-        .unwrap();
-        let init = arca
-            .seal()
-            .initialize(InitRequest {
-                secret_shares: 1,
-                secret_threshold: 1,
-                ..InitRequest::default()
-            })
-            .await
-            .unwrap();
-        arca.seal().submit_share(&init.keys[0].hex).await.unwrap();
+        let arca = crate::handle::test_support::unsealed_in_memory().await;
         Arc::new(arca)
     }
 

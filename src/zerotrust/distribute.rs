@@ -1049,37 +1049,16 @@ pub(crate) fn audit(arca: &Arca, line: &AuditLine<'_>) -> Result<(), ZtError> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use zeroize::Zeroizing;
 
     use super::*;
-    use crate::config::StorageKind;
     use crate::lifecycle::{AccessPolicy, CreateSecret, SecretValue};
-    use crate::seal::{InitRequest, SealConfig};
-    use crate::storage::MemoryBackend;
     use crate::zerotrust::keys::RecipientSecret;
     use crate::zerotrust::role::RoleDefinition;
 
     async fn arca() -> Arca {
-        let arca = Arca::open(
-            Arc::new(MemoryBackend::new()),
-            StorageKind::Memory,
-            SealConfig::Shamir,
-        )
-        .await
-        .unwrap();
-        let init = arca
-            .seal()
-            .initialize(InitRequest {
-                secret_shares: 1,
-                secret_threshold: 1,
-                ..InitRequest::default()
-            })
-            .await
-            .unwrap();
-        arca.seal().submit_share(&init.keys[0].hex).await.unwrap();
-        arca
+        crate::handle::test_support::unsealed_in_memory().await
     }
 
     fn credentials(policies: &[&str]) -> Credentials {

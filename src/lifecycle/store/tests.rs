@@ -1,34 +1,12 @@
 //! The store's semantic rules, one test per rule, against a real barrier and key provider.
 
-use std::sync::Arc;
-
-use arca_storage::MemoryBackend;
 use zeroize::Zeroizing;
 
 use super::*;
 use crate::Arca;
-use crate::config::StorageKind;
-use crate::seal::{InitRequest, SealConfig};
 
 async fn arca() -> Arca {
-    let arca = Arca::open(
-        Arc::new(MemoryBackend::new()),
-        StorageKind::Memory,
-        SealConfig::Shamir,
-    )
-    .await
-    .unwrap();
-    let init = arca
-        .seal()
-        .initialize(InitRequest {
-            secret_shares: 1,
-            secret_threshold: 1,
-            ..InitRequest::default()
-        })
-        .await
-        .unwrap();
-    arca.seal().submit_share(&init.keys[0].hex).await.unwrap();
-    arca
+    crate::handle::test_support::unsealed_in_memory().await
 }
 
 fn text(s: &str) -> SecretValue {
