@@ -147,10 +147,14 @@ pub fn run() -> i32 {
             return err.exit_code();
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The server spreads requests over every core. `arca run` and the agent wait on a child,
+    // a long poll and a few timers: one thread serves them, without the worker threads, their
+    // stacks and glibc's per-thread malloc arenas (the agent's resident memory is a target).
+    let mut builder = match cli.command {
+        Command::Run(_) | Command::Agent(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
