@@ -68,6 +68,17 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// `arca ARGS` with `env` and none of the caller's arca or Vault settings.
+fn arca_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(ARCA);
+    command.args(args);
+    for var in ["ARCA_ADDR", "ARCA_TOKEN", "ARCA_CACERT", "VAULT_TOKEN"] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
 /// A process of the `arca` binary started by a test (`run` or `agent`): its stdout lines go
 /// to a channel, its stderr is collected, and it is stopped by PID when dropped.
 struct Proc {
@@ -78,13 +89,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(ARCA);
-        command.args(args);
-        for var in ["ARCA_ADDR", "ARCA_TOKEN", "ARCA_CACERT", "VAULT_TOKEN"] {
-            command.env_remove(var);
-        }
+        Self::start(arca_command(args, env))
+    }
+
+    fn start(mut command: Command) -> Self {
         let mut child = command
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -200,6 +209,16 @@ fn gone(pid: i32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 fn mode(path: &Path) -> u32 {
@@ -996,12 +1015,200 @@ async fn agent_once_writes_everything_or_nothing_and_says_so_in_its_exit_code() 
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("job b: mapping p"), "{}", run.stderr);
     // Nothing but the successful run's files and no temporary file were left.
-    let mut names: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["ok.a", "ok.b"]);
+    assert_eq!(names_in(&out), ["ok.a", "ok.b"]);
+    server.stop();
+}
+
+/// The user id of nobody, which an agent runs as when a test needs directory modes to hold.
+const NOBODY: u32 = 65534;
+
+/// Makes `command` meet the file system's permissions. Root ignores directory modes, so when
+/// the tests run as root the command runs as nobody: `dir` (the test's temporary folder, 0700)
+/// becomes traversable and everything under `agent` is handed to nobody. Otherwise the test's
+/// own user already owns them.
+fn unprivileged(mut command: Command, dir: &Path, agent: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        return command;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut pending = vec![agent.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        std::os::unix::fs::lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    command.uid(NOBODY).gid(NOBODY);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_in_a_folder_the_agent_cannot_write_is_named_and_nothing_is_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    kv_put(
+        &api,
+        "app/db",
+        json!({"user": "app", "password": "pw-locked"}),
+    )
+    .await;
+    let agent = agent_dir(dir.path());
+    let locked = agent.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let config = write_file(
+        &agent,
+        "agent.toml",
+        &format!(
+            "address = \"{}\"\ncontrol_socket = \"control.sock\"\n[auth]\ntoken_file = \"token\"\n\
+             [[file]]\nname = \"open\"\ndestination = \"out/user\"\n\
+             [file.secrets]\nu = \"kv://secret/app/db#user\"\n\
+             [[file]]\nname = \"closed\"\ndestination = \"locked/pw\"\n\
+             [file.secrets]\np = \"kv://secret/app/db#password\"\n",
+            server.addr()
+        ),
+    );
+    let config_arg = config.to_str().unwrap();
+    let mut once = unprivileged(
+        arca_command(&["agent", "--once", "--config", config_arg], &[]),
+        dir.path(),
+        &agent,
+    );
+    let start = unprivileged(
+        arca_command(&["agent", "--config", config_arg], &[]),
+        dir.path(),
+        &agent,
+    );
+    // After the hand-over to the agent's user: read and execute, no write.
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let denied = format!(
+        "cannot create a file in {}: Permission denied",
+        locked.display()
+    );
+
+    // --once: exit 1, the job and the folder named, neither file written, no temporary file.
+    let run = common::run_within(&mut once, Duration::from_secs(60));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("job closed: ")
+            && run.stderr.contains(&denied)
+            && run.stderr.contains("nothing was written"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("pw-locked"), "{}", run.stderr);
+    assert_eq!(names_in(&agent.join("out")), Vec::<String>::new());
+    assert_eq!(names_in(&locked), Vec::<String>::new());
+
+    // The running agent delivers the other job, says why this one failed, and delivers it
+    // once the folder becomes writable (the retry every 5 s).
+    let _agent = Proc::start(start);
+    wait_for(Duration::from_secs(30), "the writable job", || {
+        read(&agent.join("out").join("user")) == "app"
+    });
+    wait_for(Duration::from_secs(15), "the status says why", || {
+        job(&agent_status(&config), "closed")["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&denied))
+    });
+    let status = agent_status(&config);
+    assert_eq!(job(&status, "open")["last_error"], Value::Null);
+    assert_eq!(status["status"], "degraded");
+    assert_eq!(names_in(&locked), Vec::<String>::new());
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    wait_for(Duration::from_secs(15), "delivery once writable", || {
+        read(&locked.join("pw")) == "pw-locked"
+    });
+    assert_eq!(names_in(&locked), ["pw"]);
+    assert_eq!(mode(&locked.join("pw")), 0o600);
+    wait_for(Duration::from_secs(10), "the error is cleared", || {
+        job(&agent_status(&config), "closed")["last_error"].is_null()
+    });
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_health_check_refreshes_its_job_when_nothing_else_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    kv_put(&api, "app/db", json!({"password": "hc-0"})).await;
+    let agent = agent_dir(dir.path());
+    let dest = agent.join("out").join("pw");
+    let unhealthy = agent.join("unhealthy");
+    let checks = agent.join("checks.log");
+    // No change feed and no refresh interval: once delivered, only a failing health check
+    // (or SIGHUP, which this test never sends) makes the job read its secret again.
+    let config = write_file(
+        &agent,
+        "agent.toml",
+        &format!(
+            "address = \"{addr}\"\ncontrol_socket = \"control.sock\"\nchange_feed = false\n\
+             [auth]\ntoken_file = \"token\"\n\
+             [[file]]\nname = \"pw\"\ndestination = \"out/pw\"\n\
+             health_check = {{ command = [\"sh\", \"-c\", \"echo run >> {checks}; test ! -e {unhealthy}\"], \
+             interval = \"1s\" }}\n\
+             [file.secrets]\npw = \"kv://secret/app/db#password\"\n",
+            addr = server.addr(),
+            checks = checks.display(),
+            unhealthy = unhealthy.display(),
+        ),
+    );
+    let agent_proc = start_agent(&config);
+    wait_for(Duration::from_secs(30), "the first render", || {
+        read(&dest) == "hc-0"
+    });
+    let refreshes = || {
+        job(&agent_status(&config), "pw")["refresh_count"]
+            .as_u64()
+            .unwrap()
+    };
+    let checks_run = || read(&checks).lines().count();
+
+    // Healthy: a new value stays undelivered while the check passes, again and again.
+    kv_put(&api, "app/db", json!({"password": "hc-1"})).await;
+    let before = checks_run();
+    wait_for(Duration::from_secs(20), "three passing checks", || {
+        checks_run() >= before + 3
+    });
+    assert_eq!(
+        read(&dest),
+        "hc-0",
+        "something other than the check refreshed"
+    );
+    assert_eq!(refreshes(), 1);
+    assert!(!agent_proc.stderr().contains("health check failed"));
+
+    // Failing: the next check refreshes the job, and the new value arrives.
+    write_file(&agent, "unhealthy", "");
+    wait_for(
+        Duration::from_secs(15),
+        "the refresh by the failing check",
+        || read(&dest) == "hc-1",
+    );
+    assert!(refreshes() >= 2);
+    assert!(
+        agent_proc
+            .stderr()
+            .contains("job pw: health check failed (exit 1); refreshing"),
+        "{}",
+        agent_proc.stderr()
+    );
+
+    // Healthy again: the refreshes stop.
+    std::fs::remove_file(&unhealthy).unwrap();
+    let after_recovery = checks_run() + 1;
+    wait_for(Duration::from_secs(20), "a passing check", || {
+        checks_run() > after_recovery
+    });
+    let settled = refreshes();
+    let before = checks_run();
+    wait_for(Duration::from_secs(20), "two more passing checks", || {
+        checks_run() >= before + 2
+    });
+    assert_eq!(refreshes(), settled);
+    drop(agent_proc);
     server.stop();
 }
 
