@@ -30,6 +30,7 @@ import datetime
 import http.client
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -821,6 +822,7 @@ class Harness:
             self.check_signatures()
             self.resources()
             self.measure()
+            InjectionPhase(self).run()
             if self.args.scale:
                 # The comparison is complete: write it before the long scale step.
                 self.write_outputs(started)
@@ -840,6 +842,222 @@ class Harness:
         if self.quick:
             log("quick: every server answered every workload without errors")
         return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Injection (issue 8): rotation-to-delivery latency and the agents' resident memory
+
+
+class InjectionPhase:
+    """arca's agent and `arca run` beside OpenBao's agent, each against its own server.
+
+    File delivery: `arca agent` (a `[[file]]` job with a template) and `bao agent` (a
+    `template` stanza) render the same KV v2 secret; env delivery: `arca run --on-change
+    restart` and `bao agent` in process supervisor mode (`exec` with an `env_template`) restart
+    a child that records the value it was started with. A sample is the time from the KV
+    write's 200 to the new value in the file the harness polls (every millisecond). A random
+    pause of 0.2-1.2 s comes before each write, so no sample is in phase with a timer of an
+    agent. arca's deliverers follow the server's change feed; OpenBao's agent re-reads static
+    secrets every `static_secret_render_interval`, set to 1 s here (its default is 5 minutes).
+    Resident memory is each delivering process's VmRSS once it has rendered every sample (for
+    the env mode, the supervisor's, not the child's)."""
+
+    def __init__(self, h: "Harness"):
+        self.h = h
+        self.dir = h.run_dir / "inject"
+        self.samples = 3 if h.quick else 20
+        self.facts: dict = {"samples": self.samples, "render_interval_openbao_s": 1}
+        h.facts["injection"] = self.facts
+
+    def write(self, server: VaultServer, path: str, value: str) -> float:
+        """Writes `value` as the secret's password; returns the time its 200 arrived."""
+        expect(call(server.port, "POST", f"/v1/secret/data/{path}", {"data": {"password": value}},
+                    token=server.token), (200,), f"{server.label} KV write {path}")
+        return time.monotonic()
+
+    @staticmethod
+    def delivered(path: Path, expected: str) -> bool:
+        try:
+            return path.read_text() == expected
+        except FileNotFoundError:
+            return False
+
+    def token_file(self, folder: Path, server: VaultServer) -> Path:
+        path = folder / "token"
+        path.write_text(server.token + "\n")
+        path.chmod(0o600)
+        return path
+
+    def arca_agent(self, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
+        out = folder / "db.env"
+        config = folder / "agent.toml"
+        config.write_text(
+            f'address = "http://127.0.0.1:{self.h.arca.port}"\n'
+            "[auth]\n"
+            f'token_file = "{self.token_file(folder, self.h.arca)}"\n'
+            "[[file]]\n"
+            'name = "db"\n'
+            f'destination = "{out}"\n'
+            'template = "password={{ secrets.pw }}\\n"\n'
+            "[file.secrets]\n"
+            f'pw = "kv://secret/{secret}#password"\n')
+        return [str(self.h.args.arca), "agent", "--config", str(config)], None, out, "password={}\n"
+
+    def bao_common(self, folder: Path) -> str:
+        return (f'vault {{ address = "http://127.0.0.1:{self.h.openbao.port}" }}\n'
+                'log_level = "warn"\n'
+                "auto_auth {\n  method {\n    type = \"token_file\"\n"
+                f'    config {{ token_file_path = "{self.token_file(folder, self.h.openbao)}" }}\n  }}\n}}\n'
+                'template_config { static_secret_render_interval = "1s" }\n')
+
+    def bao_agent(self, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
+        out = folder / "db.env"
+        config = folder / "agent.hcl"
+        config.write_text(
+            self.bao_common(folder)
+            + f'template {{\n  destination = "{out}"\n'
+            + f'  contents = "password={{{{ with secret \\"secret/data/{secret}\\" }}}}'
+            + '{{ .Data.data.password }}{{ end }}\\n"\n}\n')
+        return [str(self.h.bao_binary), "agent", f"-config={config}"], None, out, "password={}\n"
+
+    @staticmethod
+    def child_script(folder: Path) -> list[str]:
+        """The child both supervisors restart: it records the value it got, then waits."""
+        out, temp = folder / "env.out", folder / "env.tmp"
+        return ["sh", "-c", f'printf %s "$PW" > "{temp}" && mv "{temp}" "{out}"; exec sleep 900']
+
+    def arca_run(self, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
+        env = dict(os.environ, ARCA_ADDR=f"http://127.0.0.1:{self.h.arca.port}", ARCA_TOKEN=self.h.arca.token)
+        argv = [str(self.h.args.arca), "run", "--on-change", "restart", "--env",
+                f"PW=kv://secret/{secret}#password", "--"] + self.child_script(folder)
+        return argv, env, folder / "env.out", "{}"
+
+    def bao_exec(self, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
+        config = folder / "exec.hcl"
+        command = ", ".join(json.dumps(arg) for arg in self.child_script(folder))
+        config.write_text(
+            self.bao_common(folder)
+            + 'env_template "PW" {\n'
+            + f'  contents = "{{{{ with secret \\"secret/data/{secret}\\" }}}}'
+            + '{{ .Data.data.password }}{{ end }}"\n  error_on_missing_key = true\n}\n'
+            + f'exec {{\n  command = [{command}]\n  restart_on_secret_changes = "always"\n'
+            + '  restart_stop_signal = "SIGTERM"\n}\n')
+        return [str(self.h.bao_binary), "agent", f"-config={config}"], None, folder / "env.out", "{}"
+
+    def run(self) -> None:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        modes = [
+            ("file", "inject/file", [("arca", "arca agent", self.h.arca, self.arca_agent),
+                                     ("openbao", "bao agent (template)", self.h.openbao, self.bao_agent)]),
+            ("env", "inject/env", [("arca", "arca run --on-change restart", self.h.arca, self.arca_run),
+                                   ("openbao", "bao agent (exec, env_template)", self.h.openbao, self.bao_exec)]),
+        ]
+        for mode, secret, deliverers in modes:
+            self.measure_mode(mode, secret, deliverers)
+
+    def measure_mode(self, mode: str, secret: str, deliverers: list) -> None:
+        """Starts both deliverers of a mode, then interleaves their samples."""
+        running = []
+        try:
+            for name, label, server, setup in deliverers:
+                folder = self.dir / f"{mode}-{name}"
+                folder.mkdir(parents=True)
+                first = f"{name}-{mode}-first"
+                self.write(server, secret, first)
+                argv, env, out, shape = setup(folder, secret)
+                log(f"injection ({mode}): starting {label}")
+                proc = self.h.procs.spawn(label, argv, folder / "agent.log", env=env, cwd=folder)
+                facts = self.facts.setdefault(mode, {}).setdefault(name, {"label": label, "latency_s": []})
+                def first_delivery(proc=proc, out=out, expected=shape.format(first), label=label):
+                    if proc.poll() is not None:
+                        raise HarnessError(f"{label} exited")
+                    return self.delivered(out, expected)
+                try:
+                    wait_until(f"{label}: first delivery", first_delivery, 60, interval=0.01)
+                except HarnessError as err:
+                    tail = (folder / "agent.log").read_text(errors="replace")[-1500:]
+                    self.fail(facts, f"injection ({mode}): {err}; exit {proc.poll()}; log:\n{tail}")
+                    self.h.procs.stop(proc)
+                    continue
+                running.append((name, label, server, proc, out, shape, facts))
+            for i in range(self.samples):
+                for name, label, server, proc, out, shape, facts in running:
+                    if "error" in facts:
+                        continue
+                    time.sleep(random.uniform(0.2, 1.2))
+                    value = f"{name}-{mode}-{i}-{os.urandom(4).hex()}"
+                    written = self.write(server, secret, value)
+                    expected = shape.format(value)
+                    try:
+                        wait_until(f"{label}: delivery of sample {i + 1}",
+                                   lambda: self.delivered(out, expected), 30, interval=0.001)
+                    except HarnessError as err:
+                        self.fail(facts, f"injection ({mode}): {err} (still running: {proc.poll() is None})")
+                        continue
+                    facts["latency_s"].append(time.monotonic() - written)
+            time.sleep(1)
+            for name, label, server, proc, out, shape, facts in running:
+                if proc.poll() is None:
+                    facts["rss"] = proc_rss_bytes(proc.pid)
+                    lat = facts["latency_s"]
+                    if lat:
+                        log(f"injection ({mode}): {label}: median {statistics.median(lat) * 1000:.0f} ms "
+                            f"({min(lat) * 1000:.0f}-{max(lat) * 1000:.0f}) over {len(lat)}, "
+                            f"VmRSS {facts['rss'] / 2**20:.1f} MiB")
+                elif "error" not in facts:
+                    self.fail(facts, f"injection ({mode}): {label} exited ({proc.returncode})")
+        finally:
+            for *_, proc, _out, _shape, _facts in running:
+                self.h.procs.stop(proc)
+
+    def fail(self, facts: dict, message: str) -> None:
+        facts["error"] = message
+        self.h.errors.append(message)
+        log("ERROR " + message)
+
+
+def injection_report(h: "Harness") -> list[str]:
+    """The report's section on injection, from `h.facts["injection"]`."""
+    facts = h.facts.get("injection")
+    if not facts:
+        return []
+
+    def latency(mode: str, name: str) -> tuple[str, float]:
+        entry = facts.get(mode, {}).get(name, {})
+        values = [v * 1000 for v in entry.get("latency_s", [])]
+        if "error" in entry or not values:
+            return "error" if "error" in entry else "–", float("nan")
+        return f"{fmt_ms(med(values))} ms ({fmt_ms(min(values))}–{fmt_ms(max(values))})", med(values)
+
+    def rss(mode: str, name: str) -> tuple[str, float]:
+        value = facts.get(mode, {}).get(name, {}).get("rss")
+        return (fmt_mib(value), value) if value else ("–", float("nan"))
+
+    lines = ["\n## Injection: rotation to delivery and the agents' memory (issue 8)\n",
+             f"From a KV v2 write's 200 to the new value in the delivered file, {facts['samples']} samples each, "
+             "interleaved, a random 0.2–1.2 s pause before each write. File: `arca agent` (a template job; the "
+             "server's change feed pushes the change) and `bao agent` (a `template` stanza). Environment: the "
+             "supervisor restarts its child with the new value, which the child writes down: `arca run "
+             "--on-change restart` and `bao agent` in process supervisor mode (`exec` with an `env_template`). "
+             "OpenBao's agent re-reads static secrets every `static_secret_render_interval`: 1 s here (its "
+             "default is 5 minutes). Memory: each delivering process's VmRSS after the samples (the "
+             "supervisor's, not its child's).\n",
+             "| what | arca | OpenBao agent | OpenBao/arca |", "|---|---|---|---|"]
+    rows = [("rotation to delivery: file (template)", latency("file", "arca"), latency("file", "openbao")),
+            ("rotation to delivery: environment (child restarted)", latency("env", "arca"), latency("env", "openbao")),
+            ("resident memory: file agent", rss("file", "arca"), rss("file", "openbao")),
+            ("resident memory: environment supervisor", rss("env", "arca"), rss("env", "openbao"))]
+    for what, (ta, va), (to, vo) in rows:
+        ratio = vo / va if va == va and vo == vo and va else float("nan")
+        lines.append(f"| {what} | {ta} | {to} | {fmt_ratio(ratio)} |")
+    lines += ["", "| target (issue 8) | measured | verdict |", "|---|---|---|"]
+    for what, (text, value), limit in (
+            ("file delivery under 1 s (median)", latency("file", "arca"), 1000.0),
+            ("environment delivery under 1 s (median)", latency("env", "arca"), 1000.0),
+            ("`arca agent` resident memory under 10 MiB", rss("file", "arca"), 10 * 2**20)):
+        lines.append(f"| {what} | {text} | {Report.verdict(value, limit, at_least=False)} |")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1020,6 +1238,7 @@ class Report:
             lines.append("\nReads pick a random existing secret among all those stored. Each secret is a KV v2 "
                          "version of ~100 bytes of JSON with its metadata and its own wrapped data key.")
 
+        lines += injection_report(h)
         if h.results:
             lines.append("\n## The machine during the runs\n")
             lines.append("The load generator shares the machine's cores with the server, and so does anything else "
