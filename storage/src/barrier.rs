@@ -10,6 +10,10 @@
 //! another path or another store, a truncated file) yields [`BarrierError::Integrity`] naming
 //! the path, and nothing else: never wrong plaintext, never a panic, and every other record is
 //! still served.
+//!
+//! Reads go through a bounded cache of opened plaintexts ([`crate::read_cache`]); every write
+//! through the barrier invalidates what it touched. The cache assumes this barrier is the only
+//! writer of its store, which is how arca runs (see that module for why it holds).
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -21,6 +25,7 @@ use crate::backend::{Backend, BackendError, Batch, BatchOp, ListPage, MAX_VALUE_
 use crate::envelope::{Envelope, KEYRING_KEY_INFO, OVERHEAD, RecordCipher, SealError};
 use crate::keyring::Keyring;
 use crate::keys::{Plaintext, RandomError, RootKey, SubKey};
+use crate::read_cache::{DEFAULT_CACHE_BYTES, ReadCache};
 
 /// Paths under this prefix belong to the barrier itself and are refused to callers.
 pub const RESERVED_PREFIX: &str = "_barrier/";
@@ -118,6 +123,7 @@ pub struct Barrier {
     state: RwLock<Option<Arc<Unsealed>>>,
     /// Serializes keyring writes (rotate, root-key rotation, seal) within this process.
     keyring_lock: Mutex<()>,
+    cache: ReadCache,
 }
 
 impl std::fmt::Debug for Barrier {
@@ -195,12 +201,20 @@ impl Unsealed {
 }
 
 impl Barrier {
-    /// A sealed barrier over `backend`.
+    /// A sealed barrier over `backend`, with a read cache of
+    /// [`DEFAULT_CACHE_BYTES`](crate::read_cache::DEFAULT_CACHE_BYTES).
     pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self::with_cache_bytes(backend, DEFAULT_CACHE_BYTES)
+    }
+
+    /// A sealed barrier over `backend` whose read cache holds at most `cache_bytes` of paths
+    /// and plaintexts (0: no cache, every read goes to the backend).
+    pub fn with_cache_bytes(backend: Arc<dyn Backend>, cache_bytes: usize) -> Self {
         Self {
             backend,
             state: RwLock::new(None),
             keyring_lock: Mutex::new(()),
+            cache: ReadCache::new(cache_bytes),
         }
     }
 
@@ -221,6 +235,14 @@ impl Barrier {
 
     fn install(&self, state: Option<Arc<Unsealed>>) {
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
+    }
+
+    /// Forgets the cached state of `paths`, after a write to them returned (successfully or
+    /// not: a failed write may still have landed).
+    fn invalidate<'p>(&self, paths: impl IntoIterator<Item = &'p str>) {
+        for path in paths {
+            self.cache.invalidate(path);
+        }
     }
 
     /// Whether no key is held.
@@ -286,6 +308,7 @@ impl Barrier {
             .open(&envelope, KEYRING_PATH)
             .map_err(|_| integrity())?;
         let keyring = Keyring::decode(plain.expose_secret()).map_err(|_| integrity())?;
+        self.cache.clear();
         self.install(Some(Arc::new(Unsealed {
             root: root.clone(),
             keyring_cipher,
@@ -304,6 +327,7 @@ impl Barrier {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        self.cache.clear();
         // The keys are wiped when the last `Arc` (ours, or an in-flight operation's) drops.
         if let Some(state) = state
             && let Err(err) = self.persist_keyring(&state, &state.keyring).await
@@ -455,14 +479,20 @@ impl Barrier {
     pub async fn get(&self, path: &str) -> Result<Option<Plaintext>, BarrierError> {
         check_path(path)?;
         self.unsealed()?;
+        let ticket = match self.cache.lookup(path) {
+            Ok(cached) => return Ok(cached),
+            Err(ticket) => ticket,
+        };
         let stored = self.backend.get(path).await?;
         // Take the keys after the read, not before: a record sealed under a term that a
         // concurrent rotation installed while the read was under way must find that term.
         let state = self.unsealed()?;
-        match stored {
-            Some(stored) => state.open(path, &stored).map(Some),
-            None => Ok(None),
-        }
+        let plain = match stored {
+            Some(stored) => Some(state.open(path, &stored)?),
+            None => None,
+        };
+        self.cache.install(path, ticket, plain.as_ref());
+        Ok(plain)
     }
 
     /// Seals `plaintext` and stores it at `path`, durably.
@@ -475,7 +505,9 @@ impl Barrier {
         check_len(plaintext)?;
         let state = self.unsealed()?;
         let sealed = state.seal(path, plaintext)?;
-        self.backend.put(path, sealed).await?;
+        let result = self.backend.put(path, sealed).await;
+        self.invalidate([path]);
+        result?;
         Ok(())
     }
 
@@ -486,7 +518,9 @@ impl Barrier {
     pub async fn delete(&self, path: &str) -> Result<(), BarrierError> {
         check_path(path)?;
         self.unsealed()?;
-        self.backend.delete(path).await?;
+        let result = self.backend.delete(path).await;
+        self.invalidate([path]);
+        result?;
         Ok(())
     }
 
@@ -555,11 +589,12 @@ impl Barrier {
                 return Ok(false);
             }
             let sealed = new.map(|n| state.seal(path, n)).transpose()?;
-            if self
+            let swapped = self
                 .backend
                 .compare_and_swap(path, current.as_deref(), sealed)
-                .await?
-            {
+                .await;
+            self.invalidate([path]);
+            if swapped? {
                 return Ok(true);
             }
         }
@@ -591,7 +626,11 @@ impl Barrier {
                 }
             }
         }
-        self.backend.batch(batch).await?;
+        let result = self.backend.batch(batch).await;
+        self.invalidate(ops.iter().map(|op| match *op {
+            BarrierOp::Put(path, _) | BarrierOp::Delete(path) => path,
+        }));
+        result?;
         Ok(())
     }
 
@@ -845,5 +884,102 @@ mod tests {
                 .unwrap()
         );
         assert!(barrier.get("c").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_write_is_seen_by_the_next_read_through_the_cache() {
+        let (backend, barrier, root) = unsealed().await;
+        let read = |path: &'static str| {
+            let barrier = &barrier;
+            async move {
+                barrier
+                    .get(path)
+                    .await
+                    .unwrap()
+                    .map(|p| p.expose_secret().to_vec())
+            }
+        };
+        // Each read below first fills the cache, then a write must replace what it holds.
+        assert_eq!(read("k").await, None);
+        barrier.put("k", b"1").await.unwrap();
+        assert_eq!(read("k").await.as_deref(), Some(&b"1"[..]));
+        barrier
+            .batch(&[BarrierOp::Put("k", b"2"), BarrierOp::Put("j", b"x")])
+            .await
+            .unwrap();
+        assert_eq!(read("k").await.as_deref(), Some(&b"2"[..]));
+        assert!(
+            barrier
+                .compare_and_swap("k", Some(b"2"), Some(b"3"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(read("k").await.as_deref(), Some(&b"3"[..]));
+        barrier.batch(&[BarrierOp::Delete("k")]).await.unwrap();
+        assert_eq!(read("k").await, None);
+        barrier.put("k", b"4").await.unwrap();
+        assert_eq!(read("k").await.as_deref(), Some(&b"4"[..]));
+        barrier.delete("k").await.unwrap();
+        assert_eq!(read("k").await, None);
+
+        // A refused write changes nothing, in the store or in the cache.
+        barrier.put("k", b"5").await.unwrap();
+        assert_eq!(read("k").await.as_deref(), Some(&b"5"[..]));
+        let too_many: Vec<String> = (0..=crate::backend::MAX_BATCH_WEIGHT)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let mut ops: Vec<BarrierOp<'_>> = too_many.iter().map(|p| BarrierOp::Delete(p)).collect();
+        ops.push(BarrierOp::Put("k", b"6"));
+        assert!(barrier.batch(&ops).await.is_err());
+        assert_eq!(read("k").await.as_deref(), Some(&b"5"[..]));
+
+        // Sealing empties the cache: nothing is served sealed, and a record damaged in the
+        // backend meanwhile is caught at the first read after unsealing.
+        barrier.seal().await;
+        assert!(matches!(barrier.get("k").await, Err(BarrierError::Sealed)));
+        let mut raw = backend.get("k").await.unwrap().unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        backend.put("k", raw).await.unwrap();
+        barrier.unseal(&root).await.unwrap();
+        assert!(matches!(
+            barrier.get("k").await,
+            Err(BarrierError::Integrity { .. })
+        ));
+    }
+
+    /// One writer counts up while readers read: a reader never sees the count go back, and
+    /// the writer always reads back at least what it last wrote. A cache that installed a
+    /// value read before a write's invalidation would break both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_readers_never_see_a_value_older_than_one_they_saw() {
+        let (_, barrier, _) = unsealed().await;
+        let barrier = Arc::new(barrier);
+        barrier.put("counter", &0u32.to_be_bytes()).await.unwrap();
+        let value =
+            |p: Plaintext| u32::from_be_bytes(p.expose_secret().try_into().expect("four bytes"));
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    let mut last = 0;
+                    while last < 2_000 {
+                        let seen = value(barrier.get("counter").await.unwrap().unwrap());
+                        assert!(seen >= last, "went back from {last} to {seen}");
+                        last = seen;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for n in 1..=2_000u32 {
+            barrier.put("counter", &n.to_be_bytes()).await.unwrap();
+            let seen = value(barrier.get("counter").await.unwrap().unwrap());
+            assert!(seen >= n, "wrote {n}, read back {seen}");
+            tokio::task::yield_now().await;
+        }
+        for reader in readers {
+            reader.await.unwrap();
+        }
     }
 }

@@ -12,7 +12,8 @@
 //!   XChaCha20-Poly1305 envelope whose associated data binds the header and the record's path)
 //!   and the rotating keyring of term keys. `storage/FORMAT.md` specifies both byte for byte.
 //! - [`Barrier`]: the only door the rest of arca uses. Sealed until it is handed the root key;
-//!   encrypts on put, authenticates on get, rotates terms and rewraps old records.
+//!   encrypts on put, authenticates on get, rotates terms and rewraps old records. It keeps
+//!   recently read small records in a bounded [`read_cache`], invalidated by its own writes.
 //!
 //! It knows nothing of secrets, HTTP or policies.
 //!
@@ -42,6 +43,7 @@ pub mod barrier;
 pub mod envelope;
 mod keyring;
 pub mod keys;
+pub mod read_cache;
 
 #[cfg(feature = "dynamodb")]
 pub use backend::dynamodb::{DynamoDbBackend, DynamoDbConfig};
