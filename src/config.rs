@@ -10,6 +10,8 @@
 //! backend = "redb"               # "redb" (default), "memory", "sled" (feature `sled`),
 //!                                # "dynamodb" (feature `aws`)
 //! path = "/var/lib/arca"         # a folder; redb keeps arca.redb in it
+//! page_cache_bytes = 67108864    # redb's page cache (default 64 MiB)
+//! record_cache_bytes = 8388608   # opened records kept in memory (default 8 MiB; 0: off)
 //! # dynamodb only (credentials from the standard AWS chain, never from here):
 //! # table = "arca"                # created by `arca aws init-table`
 //! # namespace = "arca"            # the partition key of this store (default "arca")
@@ -108,6 +110,11 @@ pub struct StorageSection {
     pub backend: StorageKind,
     /// The data folder (redb, sled).
     pub path: Option<PathBuf>,
+    /// redb's in-memory page cache, in bytes (redb; default 64 MiB).
+    pub page_cache_bytes: Option<usize>,
+    /// The barrier's cache of opened records, in bytes (every backend; default 8 MiB; 0 turns
+    /// it off).
+    pub record_cache_bytes: Option<usize>,
     /// The DynamoDB table (dynamodb).
     pub table: Option<String>,
     /// The partition key value of this store in the table (dynamodb; default `arca`).
@@ -614,6 +621,8 @@ mod tests {
             [storage]
             backend = "redb"
             path = "/tmp/d"
+            page_cache_bytes = 1048576
+            record_cache_bytes = 0
             [seal]
             kind = "keyfile"
             key_file = "/tmp/k"
@@ -623,6 +632,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.listen.port(), 18200);
+        assert_eq!(config.storage.page_cache_bytes, Some(1_048_576));
+        assert_eq!(config.storage.record_cache_bytes, Some(0));
         assert_eq!(
             config.audit.as_ref().unwrap().file_path,
             std::path::Path::new("/tmp/audit.log")

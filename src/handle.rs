@@ -68,7 +68,14 @@ pub async fn open_backend(storage: &StorageSection) -> Result<Arc<dyn Backend>, 
         StorageKind::Memory => Ok(Arc::new(MemoryBackend::new())),
         StorageKind::Redb => {
             let path = folder()?.join(REDB_FILE);
-            let backend = RedbBackend::open(&path).map_err(|source| OpenError::Backend {
+            let backend = RedbBackend::open_with_cache(
+                &path,
+                arca_storage::CommitMode::Group,
+                storage
+                    .page_cache_bytes
+                    .unwrap_or(arca_storage::backend::redb::DEFAULT_PAGE_CACHE_BYTES),
+            )
+            .map_err(|source| OpenError::Backend {
                 kind: "redb",
                 source,
             })?;

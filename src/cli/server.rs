@@ -138,6 +138,9 @@ async fn run_inner(args: ServerArgs, config: ServerConfig) -> anyhow::Result<()>
         .await
         .context("cannot open the store")?,
     );
+    if let Some(bytes) = config.storage.record_cache_bytes {
+        arca.barrier().set_cache_bytes(bytes);
+    }
     if let Some(audit) = &config.audit {
         let device = crate::audit::Device::from_config(&audit.file_path)
             .with_context(|| format!("cannot open the audit log {}", audit.file_path.display()))?;

@@ -218,6 +218,11 @@ impl Barrier {
         }
     }
 
+    /// Changes the read cache's budget (0 turns it off and empties it).
+    pub fn set_cache_bytes(&self, cache_bytes: usize) {
+        self.cache.resize(cache_bytes);
+    }
+
     /// The backend underneath, for tools that inspect raw records (tests, `arca` diagnostics).
     /// Records read this way are ciphertext.
     #[must_use]

@@ -35,6 +35,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::keys::Plaintext;
@@ -115,7 +116,7 @@ pub(crate) struct MissTicket {
 /// See the module documentation.
 pub(crate) struct ReadCache {
     shards: Box<[Mutex<Shard>]>,
-    shard_budget: usize,
+    shard_budget: AtomicUsize,
     hasher: RandomState,
 }
 
@@ -124,8 +125,17 @@ impl ReadCache {
     pub(crate) fn new(bytes: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            shard_budget: bytes / SHARDS,
+            shard_budget: AtomicUsize::new(bytes / SHARDS),
             hasher: RandomState::new(),
+        }
+    }
+
+    /// Changes the budget to `bytes`; shards over it shrink at their next insert, and a budget
+    /// of 0 empties the cache now.
+    pub(crate) fn resize(&self, bytes: usize) {
+        self.shard_budget.store(bytes / SHARDS, Ordering::Relaxed);
+        if bytes == 0 {
+            self.clear();
         }
     }
 
@@ -161,12 +171,13 @@ impl ReadCache {
     /// ticket was taken or the value is too large to keep.
     pub(crate) fn install(&self, path: &str, ticket: MissTicket, value: Option<&Plaintext>) {
         let len = value.map_or(0, Plaintext::len);
-        if self.shard_budget == 0 || len > MAX_ENTRY_BYTES {
+        let budget = self.shard_budget.load(Ordering::Relaxed);
+        if budget == 0 || len > MAX_ENTRY_BYTES {
             return;
         }
         let cost = len + path.len() + ENTRY_OVERHEAD;
         let mut guard = self.lock(ticket.shard);
-        if guard.generation != ticket.generation || cost > self.shard_budget {
+        if guard.generation != ticket.generation || cost > budget {
             return;
         }
         guard.remove(path);
@@ -184,7 +195,6 @@ impl ReadCache {
         );
         guard.ring.push_back((key, stamp));
         guard.bytes += cost;
-        let budget = self.shard_budget;
         guard.evict_to(budget);
     }
 
@@ -304,5 +314,11 @@ mod tests {
         let ticket = off.lookup("a").unwrap_err();
         off.install("a", ticket, Some(&plain(b"x")));
         assert_eq!(cached(&off, "a"), None);
+        // Turning a cache off drops what it held.
+        let ticket = cache.lookup("small").unwrap_err();
+        cache.install("small", ticket, Some(&plain(b"x")));
+        cache.resize(0);
+        assert_eq!(cached(&cache, "small"), None);
+        assert_eq!(cache.bytes(), 0);
     }
 }

@@ -111,6 +111,10 @@ impl WriteOp {
     }
 }
 
+/// redb's page cache unless configured: enough for the branch pages of a store of millions of
+/// records and a working set of leaves; the barrier's record cache sits above it.
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 struct WriteRequest {
     op: WriteOp,
     reply: oneshot::Sender<Result<bool, BackendError>>,
@@ -131,12 +135,29 @@ impl RedbBackend {
     /// # Errors
     /// As [`RedbBackend::open`].
     pub fn open_with(path: impl AsRef<Path>, mode: CommitMode) -> Result<Self, BackendError> {
+        Self::open_with_cache(path, mode, DEFAULT_PAGE_CACHE_BYTES)
+    }
+
+    /// Opens the store at `path` with the given commit mode and at most `page_cache_bytes` of
+    /// redb's in-memory page cache (redb's own default is 1 GiB, which a store of a million
+    /// secrets fills: resident memory then grows with the store).
+    ///
+    /// # Errors
+    /// As [`RedbBackend::open`].
+    pub fn open_with_cache(
+        path: impl AsRef<Path>,
+        mode: CommitMode,
+        page_cache_bytes: usize,
+    ) -> Result<Self, BackendError> {
         let path = path.as_ref();
         if !path.exists() {
             create_atomically(path)?;
         }
         let db = contain(|| {
-            let db = redb::Database::create(path).map_err(BackendError::storage)?;
+            let db = redb::Builder::new()
+                .set_cache_size(page_cache_bytes)
+                .create(path)
+                .map_err(BackendError::storage)?;
             // Create the table up front so readers never meet a missing table.
             let txn = db.begin_write().map_err(BackendError::storage)?;
             txn.open_table(RECORDS).map_err(BackendError::storage)?;
