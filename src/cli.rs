@@ -138,14 +138,55 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 }
 
 /// `arca run` and the agent stay resident beside a workload with a heap of a few hundred KiB:
-/// no transparent huge pages for them. The allocator asks for huge pages for its arenas, which
-/// pays for the server's heap but makes each region the agent touches cost 2 MiB of resident
-/// memory (measured: 6 MiB of huge pages where small pages hold its heap in 0.8 MiB). Called
-/// before the command line is parsed, so that its allocations are served from small pages; a
-/// kernel without the setting leaves things as they are.
+/// no transparent huge pages for them. The allocator is built not to ask for them
+/// (`.cargo/config.toml`), but a kernel with THP set to `always` hands them out unasked, and
+/// each region the agent touches would then cost 2 MiB (measured with THP on: 6 MiB of huge
+/// pages for a heap that small pages hold in 0.8 MiB). Called before the command line is
+/// parsed; a kernel without the setting leaves things as they are.
 fn small_client_memory() {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let _ = nix::sys::prctl::set_thp_disable(true);
+}
+
+/// `arca agent ...` parsed on its own (see [`parse`]).
+#[derive(Debug, Parser)]
+#[command(
+    name = "arca agent",
+    bin_name = "arca agent",
+    about = "The injection agent: renders secrets to files and serves them to a sidecar client, \
+             refreshed when they change; `status` and `revoke` talk to a running one"
+)]
+struct AgentCli {
+    #[command(flatten)]
+    args: agent::AgentArgs,
+}
+
+/// `arca run ...` parsed on its own (see [`parse`]).
+#[derive(Debug, Parser)]
+#[command(
+    name = "arca run",
+    bin_name = "arca run",
+    about = "Runs a command with secrets in its environment, refreshed when they change"
+)]
+struct RunCli {
+    #[command(flatten)]
+    args: run::RunArgs,
+}
+
+/// Parses the command line. `arca agent` and `arca run` stay resident beside a workload, and
+/// building clap's tree of every subcommand pages in code from all over the binary that they
+/// never use again: their arguments are parsed with their own command only, which accepts
+/// exactly what the full tree accepts for them.
+fn parse(args: Vec<String>) -> Result<Command, clap::Error> {
+    match args.get(1).map(String::as_str) {
+        Some("agent") => {
+            AgentCli::try_parse_from(args.into_iter().skip(1)).map(|c| Command::Agent(c.args))
+        }
+        Some("run") => {
+            RunCli::try_parse_from(args.into_iter().skip(1)).map(|c| Command::Run(c.args))
+        }
+        _ => Cli::try_parse_from(args).map(|cli| cli.command),
+    }
 }
 
 /// Parses the process arguments and runs the command; returns the process exit code.
@@ -154,8 +195,8 @@ pub fn run() -> i32 {
     if matches!(args.get(1).map(String::as_str), Some("run" | "agent")) {
         small_client_memory();
     }
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    let command = match parse(args) {
+        Ok(command) => command,
         Err(err) => {
             let _ = err.print();
             return err.exit_code();
@@ -164,7 +205,7 @@ pub fn run() -> i32 {
     // The server spreads requests over every core. `arca run` and the agent wait on a child,
     // a long poll and a few timers: one thread serves them, without the worker threads, their
     // stacks and glibc's per-thread malloc arenas (the agent's resident memory is a target).
-    let mut builder = match cli.command {
+    let mut builder = match command {
         Command::Run(_) | Command::Agent(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
@@ -176,7 +217,7 @@ pub fn run() -> i32 {
         }
     };
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Server(args) => server::run(args).await,
             Command::Operator { command } => operator::run(command).await,
             Command::Status(args) => operator::status(&args).await,
@@ -196,6 +237,66 @@ pub fn run() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The short parse of `agent` and `run` accepts and refuses exactly what the full tree
+    /// does, with the same values.
+    #[test]
+    fn agent_and_run_parse_alone_as_in_the_full_tree() {
+        let cases: &[&[&str]] = &[
+            &["arca", "agent", "--config", "a.toml"],
+            &["arca", "agent", "--config", "a.toml", "--once"],
+            &[
+                "arca", "agent", "status", "--config", "a.toml", "--format", "json",
+            ],
+            &["arca", "agent", "revoke", "db", "--config", "a.toml"],
+            &["arca", "agent"],
+            &["arca", "agent", "--config", "a.toml", "status"],
+            &["arca", "agent", "--bogus"],
+            &[
+                "arca",
+                "run",
+                "--env",
+                "X=kv://secret/a#b",
+                "--",
+                "sh",
+                "-c",
+                "env",
+            ],
+            &[
+                "arca",
+                "run",
+                "--address",
+                "http://127.0.0.1:1",
+                "--on-change",
+                "signal:HUP",
+                "--",
+                "x",
+            ],
+            &[
+                "arca",
+                "run",
+                "--refresh",
+                "5s",
+                "--env-file",
+                "m.toml",
+                "--",
+                "x",
+                "--flag",
+            ],
+            &["arca", "run"],
+            &["arca", "run", "--on-change", "sometimes", "--", "x"],
+        ];
+        for case in cases {
+            let args: Vec<String> = case.iter().map(|s| (*s).to_owned()).collect();
+            let alone = parse(args.clone());
+            let full = Cli::try_parse_from(args).map(|cli| cli.command);
+            match (alone, full) {
+                (Ok(a), Ok(f)) => assert_eq!(format!("{a:?}"), format!("{f:?}"), "{case:?}"),
+                (Err(a), Err(f)) => assert_eq!(a.kind(), f.kind(), "{case:?}"),
+                (a, f) => panic!("{case:?}: alone {a:?}, full tree {f:?}"),
+            }
+        }
+    }
 
     fn norm(args: &[&str]) -> Vec<String> {
         normalize_args(args.iter().map(|s| (*s).to_owned()))
