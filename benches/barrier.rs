@@ -22,12 +22,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn unsealed(backend: Arc<dyn Backend>) -> Barrier {
-    let barrier = Barrier::new(backend);
+/// A new store over `backend`, opened by two barriers: one without a record cache (every get
+/// reaches the backend and the cipher), one with it. Only the first one writes.
+async fn unsealed(backend: Arc<dyn Backend>) -> (Barrier, Barrier) {
+    let barrier = Barrier::with_cache_bytes(backend.clone(), 0);
     let root = RootKey::generate().unwrap();
     barrier.initialize(&root).await.unwrap();
     barrier.unseal(&root).await.unwrap();
-    barrier
+    let cached = Barrier::with_cache_bytes(backend, 64 << 20);
+    cached.unseal(&root).await.unwrap();
+    (barrier, cached)
 }
 
 fn cipher(c: &mut Criterion) {
@@ -62,7 +66,7 @@ fn get(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("get");
     for (backend_name, backend) in backends {
-        let barrier = rt.block_on(unsealed(backend.clone()));
+        let (barrier, cached) = rt.block_on(unsealed(backend.clone()));
         for (size, size_name) in SIZES {
             let value = vec![0x5A; size];
             let prefix = format!("get/{size_name}/");
@@ -95,6 +99,17 @@ fn get(c: &mut Criterion) {
                     });
                 },
             );
+            group.bench_function(
+                BenchmarkId::new(format!("{backend_name}/barrier-cached"), size_name),
+                |b| {
+                    b.to_async(&rt).iter(|| {
+                        i = (i + 1) % KEYS;
+                        let key = format!("{prefix}{i}");
+                        let cached = &cached;
+                        async move { cached.get(&key).await.unwrap().unwrap() }
+                    });
+                },
+            );
         }
     }
     group.finish();
@@ -116,7 +131,7 @@ fn put(c: &mut Criterion) {
             // Every redb put is an fsync'd commit: fewer, longer samples.
             group.sample_size(20);
         }
-        let barrier = rt.block_on(unsealed(backend.clone()));
+        let (barrier, _) = rt.block_on(unsealed(backend.clone()));
         for (size, size_name) in SIZES {
             let value = vec![0x5A; size];
             group.throughput(Throughput::Elements(1));
