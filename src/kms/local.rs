@@ -11,8 +11,10 @@
 //! process: redb locks its file), and every multi-record change is one atomic barrier batch,
 //! so a crash leaves either the old key or the new one, never a key without its material.
 //!
-//! Nothing is cached: each operation reads the records it needs through the barrier, so
-//! sealing the barrier locks every key at once and no key material outlives a request.
+//! `LocalKms` keeps nothing itself: each operation reads the records it needs through the
+//! barrier, so sealing the barrier locks every key at once. The barrier's record cache
+//! (`arca_storage::read_cache`) may hold a key's opened record between requests; it is bounded,
+//! wiped on eviction and emptied by the seal, so no key material outlives the unsealed state.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
