@@ -123,7 +123,8 @@ pub struct Barrier {
     state: RwLock<Option<Arc<Unsealed>>>,
     /// Serializes keyring writes (rotate, root-key rotation, seal) within this process.
     keyring_lock: Mutex<()>,
-    cache: ReadCache,
+    /// Shared with the tasks that finish writes whose callers stopped waiting.
+    cache: Arc<ReadCache>,
 }
 
 impl std::fmt::Debug for Barrier {
@@ -214,7 +215,7 @@ impl Barrier {
             backend,
             state: RwLock::new(None),
             keyring_lock: Mutex::new(()),
-            cache: ReadCache::new(cache_bytes),
+            cache: Arc::new(ReadCache::new(cache_bytes)),
         }
     }
 
@@ -242,11 +243,40 @@ impl Barrier {
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
     }
 
-    /// Forgets the cached state of `paths`, after a write to them returned (successfully or
-    /// not: a failed write may still have landed).
-    fn invalidate<'p>(&self, paths: impl IntoIterator<Item = &'p str>) {
-        for path in paths {
-            self.cache.invalidate(path);
+    /// Runs a backend write and then forgets the cached state of `paths`, whether the write
+    /// succeeded or not (a failed write may still have landed).
+    ///
+    /// Both run in a task of their own, so they finish even when the caller stops waiting (a
+    /// request cancelled by its client or by the request timeout): the backend may still apply
+    /// a write whose future was dropped (redb's writer thread does), and the invalidation must
+    /// come after it, or a read in between would cache the old value for good.
+    async fn write_through<T: Send + 'static>(
+        &self,
+        paths: Vec<String>,
+        write: impl Future<Output = Result<T, BackendError>> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let cache = Arc::clone(&self.cache);
+        let forget = paths.clone();
+        let task = tokio::spawn(async move {
+            let result = write.await;
+            for path in &forget {
+                cache.invalidate(path);
+            }
+            result
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(err) => {
+                // The task panicked or the runtime is shutting down: the write's fate is
+                // unknown, so forget the paths here too.
+                for path in &paths {
+                    self.cache.invalidate(path);
+                }
+                if err.is_panic() {
+                    std::panic::resume_unwind(err.into_panic());
+                }
+                Err(BackendError::Closed)
+            }
         }
     }
 
@@ -510,9 +540,13 @@ impl Barrier {
         check_len(plaintext)?;
         let state = self.unsealed()?;
         let sealed = state.seal(path, plaintext)?;
-        let result = self.backend.put(path, sealed).await;
-        self.invalidate([path]);
-        result?;
+        let backend = Arc::clone(&self.backend);
+        let key = path.to_owned();
+        self.write_through(
+            vec![key.clone()],
+            async move { backend.put(&key, sealed).await },
+        )
+        .await?;
         Ok(())
     }
 
@@ -523,9 +557,10 @@ impl Barrier {
     pub async fn delete(&self, path: &str) -> Result<(), BarrierError> {
         check_path(path)?;
         self.unsealed()?;
-        let result = self.backend.delete(path).await;
-        self.invalidate([path]);
-        result?;
+        let backend = Arc::clone(&self.backend);
+        let key = path.to_owned();
+        self.write_through(vec![key.clone()], async move { backend.delete(&key).await })
+            .await?;
         Ok(())
     }
 
@@ -594,12 +629,16 @@ impl Barrier {
                 return Ok(false);
             }
             let sealed = new.map(|n| state.seal(path, n)).transpose()?;
+            let backend = Arc::clone(&self.backend);
+            let key = path.to_owned();
             let swapped = self
-                .backend
-                .compare_and_swap(path, current.as_deref(), sealed)
-                .await;
-            self.invalidate([path]);
-            if swapped? {
+                .write_through(vec![key.clone()], async move {
+                    backend
+                        .compare_and_swap(&key, current.as_deref(), sealed)
+                        .await
+                })
+                .await?;
+            if swapped {
                 return Ok(true);
             }
         }
@@ -631,11 +670,15 @@ impl Barrier {
                 }
             }
         }
-        let result = self.backend.batch(batch).await;
-        self.invalidate(ops.iter().map(|op| match *op {
-            BarrierOp::Put(path, _) | BarrierOp::Delete(path) => path,
-        }));
-        result?;
+        let paths = ops
+            .iter()
+            .map(|op| match *op {
+                BarrierOp::Put(path, _) | BarrierOp::Delete(path) => path.to_owned(),
+            })
+            .collect();
+        let backend = Arc::clone(&self.backend);
+        self.write_through(paths, async move { backend.batch(batch).await })
+            .await?;
         Ok(())
     }
 
@@ -986,5 +1029,78 @@ mod tests {
         for reader in readers {
             reader.await.unwrap();
         }
+    }
+
+    /// A backend whose writes take a while, like redb's writer thread under load.
+    struct SlowWrites(Arc<MemoryBackend>);
+
+    #[async_trait::async_trait]
+    impl Backend for SlowWrites {
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+            self.0.get(key).await
+        }
+        async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), BackendError> {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            self.0.put(key, value).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), BackendError> {
+            self.0.delete(key).await
+        }
+        async fn list_page(
+            &self,
+            prefix: &str,
+            start_after: Option<&str>,
+            limit: usize,
+        ) -> Result<ListPage, BackendError> {
+            self.0.list_page(prefix, start_after, limit).await
+        }
+        async fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: Option<Vec<u8>>,
+        ) -> Result<bool, BackendError> {
+            self.0.compare_and_swap(key, expected, new).await
+        }
+        async fn batch(&self, batch: Batch) -> Result<(), BackendError> {
+            self.0.batch(batch).await
+        }
+        async fn flush(&self) -> Result<(), BackendError> {
+            self.0.flush().await
+        }
+    }
+
+    /// A caller that stops waiting for its write (a cancelled request) must not leave the
+    /// old value cached once the write lands.
+    #[tokio::test]
+    async fn a_write_whose_caller_gave_up_still_invalidates_when_it_lands() {
+        let barrier = Barrier::new(Arc::new(SlowWrites(Arc::new(MemoryBackend::new()))));
+        let root = RootKey::generate().unwrap();
+        barrier.initialize(&root).await.unwrap();
+        barrier.unseal(&root).await.unwrap();
+        barrier.put("k", b"old").await.unwrap();
+        assert_eq!(
+            barrier.get("k").await.unwrap().unwrap().expose_secret(),
+            b"old"
+        );
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(5),
+            barrier.put("k", b"new"),
+        )
+        .await;
+        assert!(
+            gave_up.is_err(),
+            "the write should still have been under way"
+        );
+        // A read while the write is under way caches what the store still holds.
+        assert_eq!(
+            barrier.get("k").await.unwrap().unwrap().expose_secret(),
+            b"old"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            barrier.get("k").await.unwrap().unwrap().expose_secret(),
+            b"new"
+        );
     }
 }
