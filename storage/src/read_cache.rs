@@ -9,7 +9,8 @@
 //! # Coherence
 //! Every write through the barrier invalidates the paths it touched once the backend call has
 //! returned, whether it succeeded or not (a write whose outcome is unknown must not leave the
-//! old value cached). A read that missed takes its shard's generation *before* it reads the
+//! old value cached), in a task that runs to the end even if the caller stops waiting (see
+//! `Barrier::write_through`). A read that missed takes its shard's generation *before* it reads the
 //! backend and installs what it read only if the generation is unchanged, so a read that raced
 //! with a write never installs the older value after the write's invalidation. A reader that
 //! hits the cache between a write's commit and its invalidation sees the previous value, as it
