@@ -1031,54 +1031,20 @@ mod tests {
         }
     }
 
-    /// A backend whose writes take a while, like redb's writer thread under load.
-    struct SlowWrites(Arc<MemoryBackend>);
-
-    #[async_trait::async_trait]
-    impl Backend for SlowWrites {
-        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-            self.0.get(key).await
-        }
-        async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), BackendError> {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            self.0.put(key, value).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), BackendError> {
-            self.0.delete(key).await
-        }
-        async fn list_page(
-            &self,
-            prefix: &str,
-            start_after: Option<&str>,
-            limit: usize,
-        ) -> Result<ListPage, BackendError> {
-            self.0.list_page(prefix, start_after, limit).await
-        }
-        async fn compare_and_swap(
-            &self,
-            key: &str,
-            expected: Option<&[u8]>,
-            new: Option<Vec<u8>>,
-        ) -> Result<bool, BackendError> {
-            self.0.compare_and_swap(key, expected, new).await
-        }
-        async fn batch(&self, batch: Batch) -> Result<(), BackendError> {
-            self.0.batch(batch).await
-        }
-        async fn flush(&self) -> Result<(), BackendError> {
-            self.0.flush().await
-        }
-    }
-
     /// A caller that stops waiting for its write (a cancelled request) must not leave the
     /// old value cached once the write lands.
     #[tokio::test]
     async fn a_write_whose_caller_gave_up_still_invalidates_when_it_lands() {
-        let barrier = Barrier::new(Arc::new(SlowWrites(Arc::new(MemoryBackend::new()))));
+        let slow = Arc::new(crate::backend::faulty::FaultyBackend::new(Arc::new(
+            MemoryBackend::new(),
+        )));
+        let barrier = Barrier::new(slow.clone());
         let root = RootKey::generate().unwrap();
         barrier.initialize(&root).await.unwrap();
         barrier.unseal(&root).await.unwrap();
         barrier.put("k", b"old").await.unwrap();
+        // Writes now take a while, like redb's writer thread under load.
+        slow.delay_writes(std::time::Duration::from_millis(50));
         assert_eq!(
             barrier.get("k").await.unwrap().unwrap().expose_secret(),
             b"old"

@@ -3,10 +3,12 @@
 //! [`FaultyBackend`] forwards every call to another backend, counting them; when told to, it
 //! fails the N-th call (or every call) with [`BackendError::Storage`] *before* the call reaches
 //! the inner backend, the way a failed write leaves a real store: unchanged. Tests use it to
-//! check that the layers above never half-apply an operation and report the failure.
+//! check that the layers above never half-apply an operation and report the failure. It can
+//! also slow every write down, like a busy store, so tests can give up on a write under way.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -25,6 +27,8 @@ pub struct FaultyBackend<B: ?Sized> {
     /// Fail the call whose 1-based number equals this; 0 = none.
     fail_at: AtomicU64,
     fail_all: AtomicBool,
+    /// How long every write waits before it reaches the inner backend, in microseconds.
+    write_delay_us: AtomicU64,
 }
 
 impl<B: Backend + ?Sized> FaultyBackend<B> {
@@ -35,6 +39,7 @@ impl<B: Backend + ?Sized> FaultyBackend<B> {
             calls: AtomicU64::new(0),
             fail_at: AtomicU64::new(0),
             fail_all: AtomicBool::new(false),
+            write_delay_us: AtomicU64::new(0),
         }
     }
 
@@ -57,6 +62,20 @@ impl<B: Backend + ?Sized> FaultyBackend<B> {
     /// Fails every call while `on` is true.
     pub fn fail_all(&self, on: bool) {
         self.fail_all.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes every later write (put, delete, compare-and-swap, batch) wait `delay` before it
+    /// reaches the inner backend; `Duration::ZERO` turns it off.
+    pub fn delay_writes(&self, delay: Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.write_delay_us.store(micros, Ordering::SeqCst);
+    }
+
+    async fn write_delay(&self) {
+        let micros = self.write_delay_us.load(Ordering::SeqCst);
+        if micros > 0 {
+            tokio::time::sleep(Duration::from_micros(micros)).await;
+        }
     }
 
     /// The number of calls seen so far.
@@ -82,11 +101,13 @@ impl<B: Backend + ?Sized> Backend for FaultyBackend<B> {
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), BackendError> {
         self.check()?;
+        self.write_delay().await;
         self.inner.put(key, value).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.check()?;
+        self.write_delay().await;
         self.inner.delete(key).await
     }
 
@@ -107,11 +128,13 @@ impl<B: Backend + ?Sized> Backend for FaultyBackend<B> {
         new: Option<Vec<u8>>,
     ) -> Result<bool, BackendError> {
         self.check()?;
+        self.write_delay().await;
         self.inner.compare_and_swap(key, expected, new).await
     }
 
     async fn batch(&self, batch: Batch) -> Result<(), BackendError> {
         self.check()?;
+        self.write_delay().await;
         self.inner.batch(batch).await
     }
 
