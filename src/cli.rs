@@ -141,8 +141,8 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 /// no transparent huge pages for them. The allocator is built not to ask for them
 /// (`.cargo/config.toml`), but a kernel with THP set to `always` hands them out unasked, and
 /// each region the agent touches would then cost 2 MiB (measured with THP on: 6 MiB of huge
-/// pages for a heap that small pages hold in 0.8 MiB). Called before the command line is
-/// parsed; a kernel without the setting leaves things as they are.
+/// pages for a heap that small pages hold in 0.8 MiB). Called before the runtime starts; a
+/// kernel without the setting leaves things as they are.
 fn small_client_memory() {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let _ = nix::sys::prctl::set_thp_disable(true);
@@ -173,43 +173,80 @@ struct RunCli {
     args: run::RunArgs,
 }
 
-/// Parses the command line. `arca agent` and `arca run` stay resident beside a workload, and
-/// building clap's tree of every subcommand pages in code from all over the binary that they
-/// never use again: their arguments are parsed with their own command only, which accepts
+/// The command line of the `arca-inject` binary: `arca run` and `arca agent` alone.
+#[derive(Debug, Parser)]
+#[command(
+    name = "arca-inject",
+    version = crate::VERSION,
+    about = "arca's injection commands in a small binary: `arca-inject run` is `arca run`, \
+             `arca-inject agent` is `arca agent`"
+)]
+struct InjectCli {
+    #[command(subcommand)]
+    command: InjectCommand,
+}
+
+/// The commands that stay resident beside a workload.
+#[derive(Debug, Subcommand)]
+enum InjectCommand {
+    /// Runs a command with secrets in its environment, refreshed when they change.
+    Run(run::RunArgs),
+    /// The injection agent: renders secrets to files and serves them to a sidecar client,
+    /// refreshed when they change; `status` and `revoke` talk to a running one.
+    Agent(agent::AgentArgs),
+}
+
+impl From<InjectCommand> for Command {
+    fn from(command: InjectCommand) -> Self {
+        match command {
+            InjectCommand::Run(args) => Command::Run(args),
+            InjectCommand::Agent(args) => Command::Agent(args),
+        }
+    }
+}
+
+/// Parses `arca agent ...` and `arca run ...` with their own command only, or returns `None`
+/// for every other command line. Building clap's tree of every subcommand pages in code from
+/// all over the binary that the resident commands never use again; their own command accepts
 /// exactly what the full tree accepts for them.
-fn parse(args: Vec<String>) -> Result<Command, clap::Error> {
+fn parse_injection(args: &[String]) -> Option<Result<InjectCommand, clap::Error>> {
     match args.get(1).map(String::as_str) {
-        Some("agent") => {
-            AgentCli::try_parse_from(args.into_iter().skip(1)).map(|c| Command::Agent(c.args))
-        }
+        Some("agent") => Some(
+            AgentCli::try_parse_from(args.iter().skip(1)).map(|c| InjectCommand::Agent(c.args)),
+        ),
         Some("run") => {
-            RunCli::try_parse_from(args.into_iter().skip(1)).map(|c| Command::Run(c.args))
+            Some(RunCli::try_parse_from(args.iter().skip(1)).map(|c| InjectCommand::Run(c.args)))
         }
-        _ => Cli::try_parse_from(args).map(|cli| cli.command),
+        _ => None,
+    }
+}
+
+/// Parses the command line (see [`parse_injection`] for `agent` and `run`).
+#[cfg(test)]
+fn parse(args: Vec<String>) -> Result<Command, clap::Error> {
+    match parse_injection(&args) {
+        Some(parsed) => parsed.map(Command::from),
+        None => Cli::try_parse_from(args).map(|cli| cli.command),
     }
 }
 
 /// Parses the process arguments and runs the command; returns the process exit code.
 pub fn run() -> i32 {
     let args = normalize_args(std::env::args());
-    if matches!(args.get(1).map(String::as_str), Some("run" | "agent")) {
-        small_client_memory();
+    if let Some(parsed) = parse_injection(&args) {
+        return run_injection_command(parsed);
     }
-    let command = match parse(args) {
-        Ok(command) => command,
+    let command = match Cli::try_parse_from(args) {
+        Ok(cli) => cli.command,
         Err(err) => {
             let _ = err.print();
             return err.exit_code();
         }
     };
-    // The server spreads requests over every core. `arca run` and the agent wait on a child,
-    // a long poll and a few timers: one thread serves them, without the worker threads, their
-    // stacks and glibc's per-thread malloc arenas (the agent's resident memory is a target).
-    let mut builder = match command {
-        Command::Run(_) | Command::Agent(_) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -224,12 +261,60 @@ pub fn run() -> i32 {
             Command::Kms { command } => kms::run(command).await,
             Command::Secrets { command } => secrets::run(command).await,
             Command::Audit { command } => audit::run(command),
+            // Taken by `parse_injection` before the full tree is built; kept here so that a
+            // future change to the parsing cannot drop them silently.
             Command::Run(args) => run::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Zt { command } => zt::run(command).await,
             Command::Bench { command } => bench::run(command).await,
             #[cfg(feature = "aws")]
             Command::Aws { command } => aws::run(command).await,
+        }
+    })
+}
+
+/// The entry point of the `arca-inject` binary: `arca run` and `arca agent` without the
+/// server, the operator commands and the AWS and zero-trust clients. Nothing else in the
+/// library is reachable from here, so link-time optimisation leaves them out and the
+/// resident commands page in a fraction of the code (see the README's injection section).
+pub fn run_inject_binary() -> i32 {
+    let args = normalize_args(std::env::args());
+    match InjectCli::try_parse_from(args) {
+        Ok(cli) => run_injection_command(Ok(cli.command)),
+        Err(err) => {
+            let _ = err.print();
+            err.exit_code()
+        }
+    }
+}
+
+/// Runs `arca run` or `arca agent` once parsed.
+fn run_injection_command(parsed: Result<InjectCommand, clap::Error>) -> i32 {
+    small_client_memory();
+    let command = match parsed {
+        Ok(command) => command,
+        Err(err) => {
+            let _ = err.print();
+            return err.exit_code();
+        }
+    };
+    // The server spreads requests over every core. `arca run` and the agent wait on a child,
+    // a long poll and a few timers: one thread serves them, without the worker threads, their
+    // stacks and per-thread allocator state (the agent's resident memory is a target).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        match command {
+            InjectCommand::Run(args) => run::run(args).await,
+            InjectCommand::Agent(args) => agent::run(args).await,
         }
     })
 }

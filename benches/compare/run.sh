@@ -69,8 +69,8 @@ load_generator() {
   cargo install --locked --quiet --root "$TOOLS" --version "$OHA_VERSION" oha
 }
 
-log "cargo build --release --bin arca --example compare-hello"
-cargo build --release --quiet --bin arca --example compare-hello
+log "cargo build --release --bin arca --bin arca-inject --example compare-hello"
+cargo build --release --quiet --bin arca --bin arca-inject --example compare-hello
 python_venv
 load_generator
 
@@ -89,6 +89,7 @@ trap 'exit 143' TERM
 
 "$VENV/bin/python3" "$ROOT/benches/compare/compare.py" \
   --arca "$ROOT/target/release/arca" \
+  --arca-inject "$ROOT/target/release/arca-inject" \
   --hello "$ROOT/target/release/examples/compare-hello" \
   --oha "$TOOLS/bin/oha" \
   --venv "$VENV" \
