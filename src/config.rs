@@ -10,7 +10,7 @@
 //! backend = "redb"               # "redb" (default), "memory", "sled" (feature `sled`),
 //!                                # "dynamodb" (feature `aws`)
 //! path = "/var/lib/arca"         # a folder; redb keeps arca.redb in it
-//! page_cache_bytes = 67108864    # redb's page cache (default 64 MiB)
+//! page_cache_bytes = 4194304     # redb's page cache (default 4 MiB)
 //! record_cache_bytes = 8388608   # opened records kept in memory (default 8 MiB; 0: off)
 //! # dynamodb only (credentials from the standard AWS chain, never from here):
 //! # table = "arca"                # created by `arca aws init-table`
@@ -110,7 +110,7 @@ pub struct StorageSection {
     pub backend: StorageKind,
     /// The data folder (redb, sled).
     pub path: Option<PathBuf>,
-    /// redb's in-memory page cache, in bytes (redb; default 64 MiB).
+    /// redb's in-memory page cache, in bytes (redb; default 4 MiB).
     pub page_cache_bytes: Option<usize>,
     /// The barrier's cache of opened records, in bytes (every backend; default 8 MiB; 0 turns
     /// it off).

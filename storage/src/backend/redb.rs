@@ -111,9 +111,13 @@ impl WriteOp {
     }
 }
 
-/// redb's page cache unless configured: enough for the branch pages of a store of millions of
-/// records and a working set of leaves; the barrier's record cache sits above it.
-pub const DEFAULT_PAGE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// redb's page cache unless configured. Small on purpose: the barrier's record cache holds the
+/// hot records above it and the kernel's page cache holds the file below it, so a large cache
+/// here only keeps a second copy of pages. Measured on random KV reads at 16 connections, 4 MiB
+/// read as fast as 64 MiB among 10,000 secrets and among 1,000,000 (17.1k against 16.8k/s),
+/// with 34 MiB resident instead of 114 MiB (see the README's storage engine section). Half of
+/// it bounds the pages a write transaction holds before redb flushes them early.
+pub const DEFAULT_PAGE_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 struct WriteRequest {
     op: WriteOp,
@@ -158,10 +162,23 @@ impl RedbBackend {
                 .set_cache_size(page_cache_bytes)
                 .create(path)
                 .map_err(BackendError::storage)?;
-            // Create the table up front so readers never meet a missing table.
-            let txn = db.begin_write().map_err(BackendError::storage)?;
-            txn.open_table(RECORDS).map_err(BackendError::storage)?;
-            txn.commit().map_err(BackendError::storage)?;
+            // Create the table up front so readers never meet a missing table. Only when it is
+            // missing: a write transaction commits with an fsync even when it changes nothing,
+            // and every start would pay for it.
+            let exists = match db
+                .begin_read()
+                .map_err(BackendError::storage)?
+                .open_table(RECORDS)
+            {
+                Ok(_) => true,
+                Err(redb::TableError::TableDoesNotExist(_)) => false,
+                Err(err) => return Err(BackendError::storage(err)),
+            };
+            if !exists {
+                let txn = db.begin_write().map_err(BackendError::storage)?;
+                txn.open_table(RECORDS).map_err(BackendError::storage)?;
+                txn.commit().map_err(BackendError::storage)?;
+            }
             Ok(db)
         })?;
         let db = Arc::new(db);
