@@ -131,6 +131,7 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_ROUNDS);
+    #[cfg_attr(not(feature = "dynamodb"), allow(unused_mut))]
     let mut stores = vec![(Store::Redb, rounds, FIRST_OPEN_TRIALS)];
     #[cfg(feature = "dynamodb")]
     stores.push((
