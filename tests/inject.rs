@@ -44,6 +44,28 @@ fn root(server: &ArcaServer) -> Api {
     server.api().with_token(ROOT)
 }
 
+/// What most tests start from: a temporary folder, a dev server whose data lives in it, a
+/// root client, and (optionally) a first secret at `secret/app/db`. The server stops before
+/// its folder is removed either way: a whole fixture drops its fields in declaration order,
+/// and `let Fixture { dir, server, api }` drops its bindings in reverse.
+struct Fixture {
+    server: ArcaServer,
+    api: Api,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start(first_secret: Option<Value>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dev_server(&dir.path().join("data"));
+        let api = root(&server);
+        if let Some(data) = first_secret {
+            kv_put(&api, "app/db", data).await;
+        }
+        Self { server, api, dir }
+    }
+}
+
 async fn kv_put(api: &Api, path: &str, data: Value) -> u64 {
     let reply = api
         .post(&format!("secret/data/{path}"), &json!({ "data": data }))
@@ -234,9 +256,11 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_change_feed_long_polls_names_versions_never_values_and_follows_policies() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
+    let Fixture {
+        dir: _dir,
+        server,
+        api,
+    } = Fixture::start(None).await;
 
     let denied = server.api().get("sys/events").await;
     denied.assert_error(403);
@@ -419,14 +443,13 @@ fn run_env(server: &ArcaServer) -> Vec<(&str, &str)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_gives_the_child_its_values_only_and_returns_its_exit_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(
-        &api,
-        "app/db",
+    let Fixture {
+        dir,
+        server,
+        api: _api,
+    } = Fixture::start(Some(
         json!({"username": "app", "password": "run-pw-7Q2", "b64": "aGVsbG8gd29ybGQ="}),
-    )
+    ))
     .await;
     let mappings = write_file(
         dir.path(),
@@ -479,10 +502,11 @@ async fn run_gives_the_child_its_values_only_and_returns_its_exit_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_never_starts_the_child_when_a_mapping_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"password": "short"})).await;
+    let Fixture {
+        dir,
+        server,
+        api: _api,
+    } = Fixture::start(Some(json!({"password": "short"}))).await;
     let marker = dir.path().join("started");
     let script = format!("touch {}", marker.display());
     let cases: Vec<(Vec<String>, &str)> = vec![
@@ -576,10 +600,7 @@ async fn run_never_starts_the_child_when_a_mapping_fails() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_restarts_the_child_with_the_new_value_within_two_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"password": "first"})).await;
+    let Fixture { dir, server, api } = Fixture::start(Some(json!({"password": "first"}))).await;
     let out = dir.path().join("seen");
     let script = format!("echo \"$PW\" >> {}; exec sleep 1000", out.display());
     let env = run_env(&server);
@@ -623,10 +644,7 @@ async fn run_restarts_the_child_with_the_new_value_within_two_seconds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_on_change_signal_hup_signals_instead_of_restarting() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"password": "one"})).await;
+    let Fixture { dir, server, api } = Fixture::start(Some(json!({"password": "one"}))).await;
     let out = dir.path().join("events");
     let script = format!(
         "trap 'echo hup-$PW >> {out}' HUP; echo start-$$ >> {out}; while :; do sleep 0.1; done",
@@ -661,10 +679,11 @@ async fn run_on_change_signal_hup_signals_instead_of_restarting() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_run_kills_the_childs_whole_process_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"password": "x"})).await;
+    let Fixture {
+        dir,
+        server,
+        api: _api,
+    } = Fixture::start(Some(json!({"password": "x"}))).await;
     let pidfile = dir.path().join("grandchild");
     let script = format!("sleep 1000 & echo $! > {}; wait", pidfile.display());
     let env = run_env(&server);
@@ -763,10 +782,7 @@ fn vm_rss_kib(pid: i32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_renders_0600_files_atomically_and_rewrites_them_on_every_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"password": "v0"})).await;
+    let Fixture { dir, server, api } = Fixture::start(Some(json!({"password": "v0"}))).await;
     let agent = agent_dir(dir.path());
     let dest = agent.join("out").join("db.env");
     let log = agent.join("changed.log");
@@ -934,15 +950,11 @@ async fn the_agent_keeps_the_last_good_file_while_arca_is_down_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_once_writes_everything_or_nothing_and_says_so_in_its_exit_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(
-        &api,
-        "app/db",
-        json!({"user": "app", "password": "pw-once"}),
-    )
-    .await;
+    let Fixture {
+        dir,
+        server,
+        api: _api,
+    } = Fixture::start(Some(json!({"user": "app", "password": "pw-once"}))).await;
     let agent = agent_dir(dir.path());
     let config_with = |name: &str, second_ref: &str, extra: &str| {
         write_file(
@@ -1026,15 +1038,8 @@ async fn agent_once_writes_everything_or_nothing_and_says_so_in_its_exit_code() 
 /// exit codes, the same pushed refreshes, the same child environment.
 #[tokio::test(flavor = "multi_thread")]
 async fn arca_inject_runs_the_agent_and_run_exactly_as_arca_does_and_nothing_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(
-        &api,
-        "app/db",
-        json!({"user": "app", "password": "pw-slim"}),
-    )
-    .await;
+    let Fixture { dir, server, api } =
+        Fixture::start(Some(json!({"user": "app", "password": "pw-slim"}))).await;
     let agent = agent_dir(dir.path());
     let config = |name: &str, reference: &str| {
         write_file(
@@ -1199,15 +1204,11 @@ fn unprivileged(mut command: Command, dir: &Path, agent: &Path) -> Command {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destination_in_a_folder_the_agent_cannot_write_is_named_and_nothing_is_half_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(
-        &api,
-        "app/db",
-        json!({"user": "app", "password": "pw-locked"}),
-    )
-    .await;
+    let Fixture {
+        dir,
+        server,
+        api: _api,
+    } = Fixture::start(Some(json!({"user": "app", "password": "pw-locked"}))).await;
     let agent = agent_dir(dir.path());
     let locked = agent.join("locked");
     std::fs::create_dir(&locked).unwrap();
@@ -1284,10 +1285,7 @@ async fn a_destination_in_a_folder_the_agent_cannot_write_is_named_and_nothing_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_health_check_refreshes_its_job_when_nothing_else_would() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"password": "hc-0"})).await;
+    let Fixture { dir, server, api } = Fixture::start(Some(json!({"password": "hc-0"}))).await;
     let agent = agent_dir(dir.path());
     let dest = agent.join("out").join("pw");
     let unhealthy = agent.join("unhealthy");
@@ -1368,10 +1366,7 @@ async fn a_failing_health_check_refreshes_its_job_when_nothing_else_would() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sidecar_answers_401_without_the_token_and_serves_prometheus_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"password": "side-pw"})).await;
+    let Fixture { dir, server, api } = Fixture::start(Some(json!({"password": "side-pw"}))).await;
     let agent = agent_dir(dir.path());
     write_file(&agent, "sidecar.token", "sidecar-bearer-1\n");
     let socket = agent.join("side.sock");
@@ -1599,10 +1594,8 @@ print(json.dumps(out))
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revoking_a_job_removes_exactly_its_files_and_cleanup_removes_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"a": "value-a", "b": "value-b"})).await;
+    let Fixture { dir, server, api } =
+        Fixture::start(Some(json!({"a": "value-a", "b": "value-b"}))).await;
     let agent = agent_dir(dir.path());
     let out = agent.join("out");
     write_file(&out, "unrelated.txt", "keep me");
@@ -1684,10 +1677,8 @@ async fn revoking_a_job_removes_exactly_its_files_and_cleanup_removes_the_rest()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_logs_in_with_approle_renews_and_logs_in_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"password": "approle-pw"})).await;
+    let Fixture { dir, server, api } =
+        Fixture::start(Some(json!({"password": "approle-pw"}))).await;
     let policy = api
         .put(
             "sys/policies/acl/app-read",
@@ -1756,10 +1747,11 @@ async fn the_agent_logs_in_with_approle_renews_and_logs_in_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn secret_cache_serves_from_memory_until_its_ttl_or_a_change() {
     use arca::inject::{Connection, Resolver, SecretCache, Token};
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
-    kv_put(&api, "app/db", json!({"password": "c1", "user": "u"})).await;
+    let Fixture {
+        dir: _dir,
+        server,
+        api,
+    } = Fixture::start(Some(json!({"password": "c1", "user": "u"}))).await;
     let connection = Connection::new(server.addr()).unwrap();
     connection.set_token(Some(Token::new(ROOT)));
     let reference: arca::inject::SecretRef = "kv://secret/app/db#password".parse().unwrap();
@@ -1832,9 +1824,7 @@ async fn secretsmanager(server: &ArcaServer, operation: &str, body: Value) -> Va
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sm_references_follow_new_values_and_rotations() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = dev_server(&dir.path().join("data"));
-    let api = root(&server);
+    let Fixture { dir, server, api } = Fixture::start(None).await;
     let cursor = api.get("sys/events").await.json["data"]["cursor"]
         .as_str()
         .unwrap()
