@@ -254,20 +254,11 @@ pub fn run() -> i32 {
     }
     let command = match parse(args) {
         Ok(command) => command,
-        Err(err) => {
-            let _ = err.print();
-            return err.exit_code();
-        }
+        Err(err) => return print_parse_error(&err),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         match command {
@@ -295,13 +286,21 @@ pub fn run() -> i32 {
 /// resident commands page in a fraction of the code (see the README's injection section).
 pub fn run_inject_binary() -> i32 {
     let args = normalize_args(std::env::args());
-    match InjectCli::try_parse_from(args) {
-        Ok(cli) => run_injection_command(Ok(cli.command)),
-        Err(err) => {
-            let _ = err.print();
-            err.exit_code()
-        }
-    }
+    run_injection_command(InjectCli::try_parse_from(args).map(|cli| cli.command))
+}
+
+/// Prints clap's message for a refused command line; returns the exit code it calls for.
+fn print_parse_error(err: &clap::Error) -> i32 {
+    let _ = err.print();
+    err.exit_code()
+}
+
+/// Builds the runtime a command runs on, or says why it cannot (exit code 1).
+fn build_runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, i32> {
+    builder.enable_all().build().map_err(|err| {
+        eprintln!("error: cannot start the async runtime: {err}");
+        1
+    })
 }
 
 /// Runs `arca run` or `arca agent` once parsed.
@@ -309,23 +308,14 @@ fn run_injection_command(parsed: Result<InjectCommand, clap::Error>) -> i32 {
     small_client_memory();
     let command = match parsed {
         Ok(command) => command,
-        Err(err) => {
-            let _ = err.print();
-            return err.exit_code();
-        }
+        Err(err) => return print_parse_error(&err),
     };
     // The server spreads requests over every core. `arca run` and the agent wait on a child,
     // a long poll and a few timers: one thread serves them, without the worker threads, their
     // stacks and per-thread allocator state (the agent's resident memory is a target).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         match command {
