@@ -310,6 +310,17 @@ pub enum LeaseLost {
     NotRenewed(Duration),
 }
 
+/// What one renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renewal {
+    /// The lease is ours for another term.
+    Renewed,
+    /// Another node holds the lease.
+    TakenOver,
+    /// This process released the lease: it is stopping.
+    Released,
+}
+
 impl ActiveLease {
     /// The settings of the holder.
     #[must_use]
@@ -317,38 +328,51 @@ impl ActiveLease {
         &self.node.settings
     }
 
-    /// Renews the lease every [`HaSettings::renew_every`]; returns only when the lease is
-    /// lost, at the latest [`HaSettings::fail_stop_after`] after the last successful renewal
-    /// started. The caller must then stop serving at once.
-    pub async fn keep(&self) -> LeaseLost {
+    /// Renews the lease every [`HaSettings::renew_every`] until it is lost or released.
+    ///
+    /// Returns `Err` when the lease is lost, at the latest [`HaSettings::fail_stop_after`]
+    /// after the last successful renewal started: the caller must then stop serving at once.
+    /// Returns `Ok` once [`ActiveLease::release`] gave the lease up: the process is stopping
+    /// by its own choice, and a renewal that finds the lease gone is no loss.
+    pub async fn keep(&self) -> Result<(), LeaseLost> {
         let settings = &self.node.settings;
         let lost = LeaseLost::NotRenewed(settings.fail_stop_after());
         let mut next_attempt = self.state.lock().await.renewed_at + settings.renew_every();
         loop {
-            let deadline = self.state.lock().await.renewed_at + settings.fail_stop_after();
+            let deadline = {
+                let held = self.state.lock().await;
+                if held.raw.is_none() {
+                    return Ok(());
+                }
+                held.renewed_at + settings.fail_stop_after()
+            };
             tokio::time::sleep_until(next_attempt.min(deadline)).await;
+            if self.state.lock().await.raw.is_none() {
+                return Ok(());
+            }
             if Instant::now() >= deadline {
-                return lost;
+                return Err(lost);
             }
             match tokio::time::timeout_at(deadline, self.renew()).await {
-                Ok(Ok(true)) => {
+                Ok(Ok(Renewal::Renewed)) => {
                     next_attempt = self.state.lock().await.renewed_at + settings.renew_every();
                 }
-                Ok(Ok(false)) => return LeaseLost::TakenOver,
+                Ok(Ok(Renewal::Released)) => return Ok(()),
+                Ok(Ok(Renewal::TakenOver)) => return Err(LeaseLost::TakenOver),
                 Ok(Err(err)) => {
                     tracing::warn!(error = %err, "cannot renew the HA lease; retrying");
                     next_attempt = Instant::now() + settings.renew_every() / 4;
                 }
-                Err(_) => return lost,
+                Err(_) => return Err(lost),
             }
         }
     }
 
-    /// One renewal: `Ok(false)` when another node holds the lease.
-    async fn renew(&self) -> Result<bool, HaError> {
+    /// One renewal.
+    async fn renew(&self) -> Result<Renewal, HaError> {
         let mut held = self.state.lock().await;
         let Some(current) = held.raw.clone() else {
-            return Ok(false);
+            return Ok(Renewal::Released);
         };
         let next = self.node.new_lease()?.encode();
         let started = Instant::now();
@@ -361,7 +385,7 @@ impl ActiveLease {
             Ok(true) => {
                 held.raw = Some(next);
                 held.renewed_at = started;
-                Ok(true)
+                Ok(Renewal::Renewed)
             }
             Ok(false) => {
                 // An earlier renewal whose answer was lost may have been applied: then the
@@ -370,9 +394,9 @@ impl ActiveLease {
                 match stored.as_deref().and_then(Lease::decode) {
                     Some(lease) if lease.holder == self.node.id => {
                         held.raw = stored;
-                        Ok(true)
+                        Ok(Renewal::Renewed)
                     }
-                    _ => Ok(false),
+                    _ => Ok(Renewal::TakenOver),
                 }
             }
             Err(err) => Err(err.into()),
@@ -448,8 +472,11 @@ mod tests {
         );
         // Stopped for longer than 2 ttl / 3, A would have stopped by itself; and a renewal
         // now finds the lease in B's hands.
-        assert!(matches!(lease_a.keep().await, LeaseLost::NotRenewed(_)));
-        assert!(!lease_a.renew().await.unwrap());
+        assert!(matches!(
+            lease_a.keep().await,
+            Err(LeaseLost::NotRenewed(_))
+        ));
+        assert_eq!(lease_a.renew().await.unwrap(), Renewal::TakenOver);
     }
 
     #[tokio::test(start_paused = true)]
@@ -466,6 +493,27 @@ mod tests {
         let released = Instant::now();
         waiting.await.unwrap().unwrap();
         assert!(released.elapsed() <= Duration::from_secs(1));
+    }
+
+    /// A clean stop releases the lease while the keeper still runs; the keeper's next
+    /// renewal finds the lease gone. That is the stop going as planned, not a loss that
+    /// would make the server exit with the fail-stop code.
+    #[tokio::test(start_paused = true)]
+    async fn a_released_lease_ends_its_keeper_without_a_loss() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let a = Arc::new(Node::new(Arc::clone(&backend), settings("http://a")).unwrap());
+        let (seen, _) = watch::channel(None);
+        let lease = a.acquire(&seen).await.unwrap();
+        let keeper = {
+            let lease = lease.clone();
+            tokio::spawn(async move { lease.keep().await })
+        };
+        // Let a few renewals go through, then release between two of them.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!keeper.is_finished());
+        lease.release().await;
+        assert_eq!(keeper.await.unwrap(), Ok(()));
+        assert_eq!(backend.get(LEASE_KEY).await.unwrap(), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -486,7 +534,7 @@ mod tests {
         faulty.fail_all(true);
         assert_eq!(
             lease.keep().await,
-            LeaseLost::NotRenewed(Duration::from_secs(10) * 2 / 3)
+            Err(LeaseLost::NotRenewed(Duration::from_secs(10) * 2 / 3))
         );
         // It gave up within 2/3 of the lease time: a standby waits the whole of it.
         assert!(since.elapsed() <= Duration::from_secs(10) * 2 / 3 + Duration::from_millis(10));

@@ -190,7 +190,10 @@ pub async fn until_active(
             // have drained, so a slow drain cannot let the lease lapse.
             let keeper = lease.clone();
             tokio::spawn(async move {
-                let lost = keeper.keep().await;
+                let Err(lost) = keeper.keep().await else {
+                    // Released by a clean stop, which ends the process by itself.
+                    return;
+                };
                 // Fail-stop (see crate::ha): another server may become active from now on.
                 tracing::error!(error = %lost, "stopping: this server is no longer the active one");
                 eprintln!("arca: {lost}; stopping so that only one server is active");
