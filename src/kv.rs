@@ -708,11 +708,26 @@ impl<'a> Kv<'a> {
         Ok(id)
     }
 
+    /// A key's metadata, owned, for a change.
     async fn load_meta(&self, keys: &Keys, path: &str) -> Result<Option<KeyMetadata>, KvError> {
-        match self.barrier.get(&keys.meta(path)).await? {
-            Some(raw) => meta::decode_meta(raw.expose_secret()).map(Some),
-            None => Ok(None),
-        }
+        Ok(self
+            .shared_meta(keys, path)
+            .await?
+            .map(Arc::unwrap_or_clone))
+    }
+
+    /// A key's metadata as decoded once from its cached record and shared with every reader
+    /// of the same bytes (see [`Barrier::get_decoded`]).
+    async fn shared_meta(
+        &self,
+        keys: &Keys,
+        path: &str,
+    ) -> Result<Option<Arc<KeyMetadata>>, KvError> {
+        Ok(self
+            .barrier
+            .get_decoded(&keys.meta(path), meta::decode_meta)
+            .await?
+            .map(arca_storage::Decoded::into_value))
     }
 
     async fn load_config(&self, keys: &Keys) -> Result<KvConfig, KvError> {
@@ -730,8 +745,8 @@ impl<'a> Kv<'a> {
         version: u64,
     ) -> Result<Plaintext, KvError> {
         let (Some(ciphertext), Some(wrapped)) = (
-            self.barrier.get(&keys.data(path, version)).await?,
-            self.barrier.get(&keys.dkey(path, version)).await?,
+            self.barrier.get_record(&keys.data(path, version)).await?,
+            self.barrier.get_record(&keys.dkey(path, version)).await?,
         ) else {
             tracing::error!(version, "the records of a live KV version are missing");
             return Err(KvError::Integrity);
@@ -756,7 +771,7 @@ impl<'a> Kv<'a> {
         Self::check_mount(mount)?;
         check_secret_path(path)?;
         let _pin = self.mounts.pin(mount).await?;
-        Ok(self.load_meta(&Keys::new(mount), path).await?.is_some())
+        Ok(self.shared_meta(&Keys::new(mount), path).await?.is_some())
     }
 
     /// Writes a new version of `path`. With `cas`, only if the key's current version is
@@ -967,7 +982,7 @@ impl<'a> Kv<'a> {
         let _pin = self.mounts.pin(mount).await?;
         let _lock = self.lock(mount, path).read().await;
         let keys = Keys::new(mount);
-        let Some(meta) = self.load_meta(&keys, path).await? else {
+        let Some(meta) = self.shared_meta(&keys, path).await? else {
             return Ok(None);
         };
         let number = version.filter(|v| *v > 0).unwrap_or(meta.current_version);
@@ -977,7 +992,7 @@ impl<'a> Kv<'a> {
         if !info.is_live_at(SystemTime::now()) {
             return Ok(Some(VersionRead::Gone {
                 info,
-                custom_metadata: meta.custom_metadata,
+                custom_metadata: meta.custom_metadata.clone(),
             }));
         }
         // No size check here: a version stored under an earlier, larger limit still reads.
@@ -985,7 +1000,7 @@ impl<'a> Kv<'a> {
         Ok(Some(VersionRead::Live {
             data,
             info,
-            custom_metadata: meta.custom_metadata,
+            custom_metadata: meta.custom_metadata.clone(),
         }))
     }
 

@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arca_storage::keys::{RandomError, fill_random};
-use arca_storage::{Barrier, BarrierOp, KEY_LEN, Plaintext};
+use arca_storage::{Barrier, BarrierOp, Decoded, KEY_LEN, Plaintext};
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde::{Deserialize, Serialize};
@@ -414,6 +414,24 @@ fn expiry_path(expire: u64, id: &str) -> String {
     format!("{EXPIRY_PREFIX}{expire:020}/{id}")
 }
 
+/// `k = HKDF-SHA256(secret, TOKEN_HASH_INFO)` from the stored token-hashing secret.
+fn derive_hash_key(secret: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, AuthError> {
+    if secret.len() != KEY_LEN {
+        tracing::warn!(
+            path = TOKEN_KEY_PATH,
+            "token hashing secret has the wrong length"
+        );
+        return Err(AuthError::CorruptEntry);
+    }
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    // 32 bytes is within HKDF-SHA256's output limit of 255 * 32 bytes.
+    #[allow(clippy::expect_used)]
+    Hkdf::<Sha256>::new(None, secret)
+        .expand(TOKEN_HASH_INFO, key.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    Ok(key)
+}
+
 impl TokenStore {
     /// A token store over `barrier`.
     #[must_use]
@@ -421,11 +439,16 @@ impl TokenStore {
         Self { barrier }
     }
 
-    /// The token-hashing key `k`, creating its secret on first use.
+    /// The token-hashing key `k`, creating its secret on first use. The derivation runs once
+    /// per cached secret record, not once per request (see [`Barrier::get_decoded`]).
     async fn hash_key(&self, create: bool) -> Result<Option<Zeroizing<[u8; KEY_LEN]>>, AuthError> {
-        let secret = loop {
-            if let Some(stored) = self.barrier.get(TOKEN_KEY_PATH).await? {
-                break stored;
+        let derived = loop {
+            if let Some(derived) = self
+                .barrier
+                .get_decoded(TOKEN_KEY_PATH, derive_hash_key)
+                .await?
+            {
+                break derived;
             }
             if !create {
                 return Ok(None);
@@ -437,20 +460,7 @@ impl TokenStore {
                 .compare_and_swap(TOKEN_KEY_PATH, None, Some(fresh.as_slice()))
                 .await?;
         };
-        if secret.len() != KEY_LEN {
-            tracing::warn!(
-                path = TOKEN_KEY_PATH,
-                "token hashing secret has the wrong length"
-            );
-            return Err(AuthError::CorruptEntry);
-        }
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        // 32 bytes is within HKDF-SHA256's output limit of 255 * 32 bytes.
-        #[allow(clippy::expect_used)]
-        Hkdf::<Sha256>::new(None, secret.expose_secret())
-            .expand(TOKEN_HASH_INFO, key.as_mut())
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        Ok(Some(key))
+        Ok(Some(Zeroizing::new(***derived.value())))
     }
 
     async fn key(&self) -> Result<Zeroizing<[u8; KEY_LEN]>, AuthError> {
@@ -477,33 +487,35 @@ impl TokenStore {
         )
     }
 
-    /// Loads the entry with `id`, checking that it names itself.
-    async fn load(&self, id: &str) -> Result<Option<(StoredEntry, Plaintext)>, AuthError> {
+    /// Loads the entry with `id`, checking that it names itself. The parsed entry is shared
+    /// with other readers of the same stored bytes (see [`Barrier::get_decoded`]); the
+    /// record's bytes are there for a compare-and-swap.
+    async fn load(&self, id: &str) -> Result<Option<Decoded<StoredEntry>>, AuthError> {
         let path = entry_path(id);
-        let Some(plain) = self.barrier.get(&path).await? else {
-            return Ok(None);
-        };
-        let mut stored: StoredEntry =
-            serde_json::from_slice(plain.expose_secret()).map_err(|_| {
-                tracing::warn!(path, "token entry does not parse");
-                AuthError::CorruptEntry
-            })?;
-        if stored.v == 1 && stored.id.is_empty() {
-            // Version 1 (root tokens only) did not repeat the id.
-            stored.id = id.to_owned();
-        } else if stored.v != ENTRY_VERSION {
-            tracing::warn!(
-                path,
-                version = stored.v,
-                "token entry of an unknown version"
-            );
-            return Err(AuthError::CorruptEntry);
-        }
-        if !bool::from(stored.id.as_bytes().ct_eq(id.as_bytes())) {
-            tracing::warn!(path, "token entry names another token");
-            return Err(AuthError::CorruptEntry);
-        }
-        Ok(Some((stored, plain)))
+        self.barrier
+            .get_decoded(&path, |bytes| {
+                let mut stored: StoredEntry = serde_json::from_slice(bytes).map_err(|_| {
+                    tracing::warn!(path, "token entry does not parse");
+                    AuthError::CorruptEntry
+                })?;
+                if stored.v == 1 && stored.id.is_empty() {
+                    // Version 1 (root tokens only) did not repeat the id.
+                    stored.id = id.to_owned();
+                } else if stored.v != ENTRY_VERSION {
+                    tracing::warn!(
+                        path,
+                        version = stored.v,
+                        "token entry of an unknown version"
+                    );
+                    return Err(AuthError::CorruptEntry);
+                }
+                if !bool::from(stored.id.as_bytes().ct_eq(id.as_bytes())) {
+                    tracing::warn!(path, "token entry names another token");
+                    return Err(AuthError::CorruptEntry);
+                }
+                Ok(stored)
+            })
+            .await
     }
 
     /// The id of `token`, or `None` when no token was ever created.
@@ -531,19 +543,15 @@ impl TokenStore {
     }
 
     /// Loads a live entry: an expired one is revoked on the spot and reads as absent.
-    async fn live(
-        &self,
-        id: &str,
-        now: u64,
-    ) -> Result<Option<(StoredEntry, Plaintext)>, AuthError> {
-        let Some((stored, plain)) = self.load(id).await? else {
+    async fn live(&self, id: &str, now: u64) -> Result<Option<Decoded<StoredEntry>>, AuthError> {
+        let Some(loaded) = self.load(id).await? else {
             return Ok(None);
         };
-        if stored.expire_time.is_some_and(|e| e <= now) {
+        if loaded.expire_time.is_some_and(|e| e <= now) {
             self.revoke_id(id, false).await?;
             return Ok(None);
         }
-        Ok(Some((stored, plain)))
+        Ok(Some(loaded))
     }
 
     /// Stores a new entry for `token` with its indexes, in one atomic batch.
@@ -807,7 +815,7 @@ impl TokenStore {
         };
         self.live(&id, now)
             .await?
-            .map(|(s, _)| s.to_entry())
+            .map(|loaded| loaded.to_entry())
             .transpose()
     }
 
@@ -821,7 +829,7 @@ impl TokenStore {
         };
         self.live(&id, now_secs())
             .await?
-            .map(|(s, _)| s.to_entry())
+            .map(|loaded| loaded.to_entry())
             .transpose()
     }
 
@@ -841,15 +849,17 @@ impl TokenStore {
             return Ok(None);
         };
         loop {
-            let Some((mut stored, plain)) = self.live(&id, now).await? else {
+            let Some(loaded) = self.live(&id, now).await? else {
                 return Ok(None);
             };
-            if stored.wrapping {
+            if loaded.wrapping {
                 return Ok(None);
             }
-            if stored.num_uses == 0 {
-                return stored.to_entry().map(Some);
+            if loaded.num_uses == 0 {
+                return loaded.to_entry().map(Some);
             }
+            let plain = loaded.record().plaintext();
+            let mut stored = StoredEntry::clone(&loaded);
             stored.num_uses -= 1;
             let path = entry_path(&id);
             if stored.num_uses == 0 {
@@ -900,9 +910,11 @@ impl TokenStore {
 
     async fn renew_id(&self, id: &str, increment: u64, now: u64) -> Result<Renewal, AuthError> {
         loop {
-            let Some((mut stored, plain)) = self.live(id, now).await? else {
+            let Some(loaded) = self.live(id, now).await? else {
                 return Err(AuthError::NotFound);
             };
+            let plain = loaded.record().plaintext();
+            let mut stored = StoredEntry::clone(&loaded);
             if !stored.renewable || stored.wrapping {
                 return Err(AuthError::NotRenewable);
             }
@@ -995,7 +1007,7 @@ impl TokenStore {
     }
 
     async fn revoke_id(&self, id: &str, orphan_children: bool) -> Result<bool, AuthError> {
-        let Some((stored, _)) = self.load(id).await? else {
+        let Some(stored) = self.load(id).await? else {
             return Ok(false);
         };
         self.barrier.delete(&entry_path(id)).await?;
@@ -1020,10 +1032,12 @@ impl TokenStore {
                 let Some(child_id) = link.strip_prefix(&children_prefix) else {
                     continue;
                 };
-                let Some((mut child, plain)) = self.load(child_id).await? else {
+                let Some(loaded) = self.load(child_id).await? else {
                     self.barrier.delete(link).await?;
                     continue;
                 };
+                let plain = loaded.record().plaintext();
+                let mut child = StoredEntry::clone(&loaded);
                 if first && orphan_children {
                     child.parent = None;
                     let path = entry_path(child_id);
@@ -1033,8 +1047,10 @@ impl TokenStore {
                         .barrier
                         .compare_and_swap(&path, Some(plain.expose_secret()), Some(&child.encode()))
                         .await?
-                        && let Some((mut again, plain)) = self.load(child_id).await?
+                        && let Some(reloaded) = self.load(child_id).await?
                     {
+                        let plain = reloaded.record().plaintext();
+                        let mut again = StoredEntry::clone(&reloaded);
                         again.parent = None;
                         self.barrier
                             .compare_and_swap(
@@ -1089,9 +1105,10 @@ impl TokenStore {
         let Some(id) = self.id_of(token).await? else {
             return Ok(None);
         };
-        let Some((stored, plain)) = self.live(&id, now).await? else {
+        let Some(stored) = self.live(&id, now).await? else {
             return Ok(None);
         };
+        let plain = stored.record().plaintext();
         if !stored.wrapping {
             return Ok(None);
         }
@@ -1135,7 +1152,7 @@ impl TokenStore {
                     return Ok(revoked);
                 }
                 match self.load(id).await? {
-                    Some((stored, _)) if stored.expire_time.is_some_and(|e| e <= now) => {
+                    Some(stored) if stored.expire_time.is_some_and(|e| e <= now) => {
                         self.revoke_id(id, false).await?;
                         revoked += 1;
                     }

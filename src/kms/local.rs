@@ -536,12 +536,18 @@ impl Scope<'_> {
 
     /// Reads key `id`; a key whose deletion date has passed is deleted now and reported
     /// missing.
-    async fn read_key(&self, id: &str) -> Result<Option<Key>, KmsError> {
-        let Some(bytes) = self.barrier().get(&self.key_path(id)).await? else {
+    async fn read_key(&self, id: &str) -> Result<Option<Arc<Key>>, KmsError> {
+        let Some(key) = self
+            .barrier()
+            .get_decoded(&self.key_path(id), |bytes| {
+                Key::parse(bytes)
+                    .ok_or_else(|| KmsError::Internal(format!("key record {id} does not parse")))
+            })
+            .await?
+        else {
             return Ok(None);
         };
-        let key = Key::parse(bytes.expose_secret())
-            .ok_or_else(|| KmsError::Internal(format!("key record {id} does not parse")))?;
+        let key = key.into_value();
         if key.state == KeyState::PendingDeletion
             && key.stored.deletion_date.is_some_and(|d| d <= now())
         {
@@ -557,13 +563,13 @@ impl Scope<'_> {
     }
 
     /// Resolves and reads a key, or [`KmsError::NotFound`].
-    pub(crate) async fn key(&self, input: &str) -> Result<Key, KmsError> {
+    pub(crate) async fn key(&self, input: &str) -> Result<Arc<Key>, KmsError> {
         let id = self.resolve_id(input).await?;
         self.read_key(&id).await?.ok_or_else(|| self.not_found(&id))
     }
 
     /// A key by its exact id (no alias resolution).
-    pub(crate) async fn key_by_id(&self, id: &str) -> Result<Option<Key>, KmsError> {
+    pub(crate) async fn key_by_id(&self, id: &str) -> Result<Option<Arc<Key>>, KmsError> {
         self.read_key(id).await
     }
 
@@ -598,7 +604,7 @@ impl Scope<'_> {
     pub(crate) async fn material(&self, key: &Key, version: u32) -> Result<KeyMaterial, KmsError> {
         let stored = self
             .barrier()
-            .get(&self.material_path(key.id(), version))
+            .get_record(&self.material_path(key.id(), version))
             .await?
             .ok_or_else(|| {
                 KmsError::Internal(format!("material of {} v{version} is missing", key.id()))
@@ -621,17 +627,19 @@ impl Scope<'_> {
 
     /// Runs a due automatic rotation of `key` before it is used, and returns the key as it is
     /// afterwards.
-    async fn rotate_if_due(&self, key: Key) -> Result<Key, KmsError> {
+    async fn rotate_if_due(&self, key: Arc<Key>) -> Result<Arc<Key>, KmsError> {
         if !(key.stored.rotation_enabled && key.stored.next_rotation.is_some_and(|t| t <= now())) {
             return Ok(key);
         }
         let _guard = self.kms.write_lock.lock().await;
         // Re-read under the lock: another task may have rotated it already.
-        let Some(mut key) = self.read_key(key.id()).await? else {
+        let Some(key) = self.read_key(key.id()).await? else {
             return Err(self.not_found(key.id()));
         };
         if key.stored.rotation_enabled && key.stored.next_rotation.is_some_and(|t| t <= now()) {
+            let mut key = Arc::unwrap_or_clone(key);
             self.add_version(&mut key, false, true).await?;
+            return Ok(Arc::new(key));
         }
         Ok(key)
     }
@@ -751,7 +759,7 @@ impl Scope<'_> {
         change: impl FnOnce(&Self, &mut Key) -> Result<T, KmsError>,
     ) -> Result<(Key, T), KmsError> {
         let _guard = self.kms.write_lock.lock().await;
-        let mut key = self.key(key_id).await?;
+        let mut key = Arc::unwrap_or_clone(self.key(key_id).await?);
         let out = change(self, &mut key)?;
         self.barrier()
             .put(&self.key_path(key.id()), &key.encode())
@@ -1075,7 +1083,11 @@ impl Scope<'_> {
     /// An alias target: a key id or key ARN, never another alias.
     async fn alias_target(&self, target: &str) -> Result<Key, KmsError> {
         match self.parse_ref(target)? {
-            KeyRef::Id(id) => self.read_key(&id).await?.ok_or_else(|| self.not_found(&id)),
+            KeyRef::Id(id) => self
+                .read_key(&id)
+                .await?
+                .map(Arc::unwrap_or_clone)
+                .ok_or_else(|| self.not_found(&id)),
             KeyRef::Alias(_) => Err(KmsError::InvalidArgument(
                 "the target of an alias must be a key id or key ARN, not an alias".into(),
             )),
@@ -1382,7 +1394,7 @@ impl Scope<'_> {
     /// As [`Scope::enable_key_rotation`].
     pub async fn rotate_key_on_demand(&self, key_id: &str) -> Result<String, KmsError> {
         let _guard = self.kms.write_lock.lock().await;
-        let mut key = self.key(key_id).await?;
+        let mut key = Arc::unwrap_or_clone(self.key(key_id).await?);
         self.check_usable(&key)?;
         self.check_rotatable(&key)?;
         self.add_version(&mut key, true, false).await?;
@@ -1393,7 +1405,8 @@ impl Scope<'_> {
     /// version.
     pub(crate) async fn rotate_any(&self, id: &str) -> Result<u32, KmsError> {
         let _guard = self.kms.write_lock.lock().await;
-        let mut key = self.read_key(id).await?.ok_or_else(|| self.not_found(id))?;
+        let mut key =
+            Arc::unwrap_or_clone(self.read_key(id).await?.ok_or_else(|| self.not_found(id))?);
         self.check_usable(&key)?;
         self.add_version(&mut key, true, false).await
     }
@@ -1432,7 +1445,7 @@ impl Scope<'_> {
     // Cryptography
 
     /// The key for an encryption under `key_id`: usable, symmetric, rotated when due.
-    async fn encryption_key(&self, key_id: &str, operation: &str) -> Result<Key, KmsError> {
+    async fn encryption_key(&self, key_id: &str, operation: &str) -> Result<Arc<Key>, KmsError> {
         let key = self.key(key_id).await?;
         self.check_usable(&key)?;
         self.check_usage(&key, KeyUsage::EncryptDecrypt, operation)?;

@@ -18,6 +18,8 @@
 //! match on them ("encryption key not found", "cipher: message authentication failed",
 //! "ciphertext or signature version is disallowed by policy (too old)").
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
@@ -273,9 +275,9 @@ pub struct Transit<'a> {
 
 /// A transit key loaded for one operation.
 struct Loaded {
-    record: Record,
+    record: Arc<Record>,
     key_type: TransitKeyType,
-    key: Key,
+    key: Arc<Key>,
 }
 
 /// Splits `vault:v<N>:<rest>`, with Vault's messages for `what` ("ciphertext" or
@@ -328,27 +330,27 @@ impl Transit<'_> {
         format!("{RECORD_PREFIX}{name}")
     }
 
-    async fn read_record(&self, name: &str) -> Result<Option<Record>, TransitError> {
+    async fn read_record(&self, name: &str) -> Result<Option<Arc<Record>>, TransitError> {
         if !valid_name(name) {
             return Ok(None);
         }
-        let Some(bytes) = self
+        let decoded = self
             .scope
             .kms()
             .barrier()
-            .get(&Self::record_path(name))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let record: Record = serde_json::from_slice(bytes.expose_secret())
-            .map_err(|_| TransitError::Internal(format!("transit record {name} does not parse")))?;
-        if record.v != RECORD_VERSION {
-            return Err(TransitError::Internal(format!(
-                "transit record {name} has an unknown version"
-            )));
-        }
-        Ok(Some(record))
+            .get_decoded(&Self::record_path(name), |bytes| {
+                let record: Record = serde_json::from_slice(bytes).map_err(|_| {
+                    TransitError::Internal(format!("transit record {name} does not parse"))
+                })?;
+                if record.v != RECORD_VERSION {
+                    return Err(TransitError::Internal(format!(
+                        "transit record {name} has an unknown version"
+                    )));
+                }
+                Ok(record)
+            })
+            .await?;
+        Ok(decoded.map(arca_storage::Decoded::into_value))
     }
 
     async fn write_record(&self, name: &str, record: &Record) -> Result<(), TransitError> {
@@ -497,9 +499,9 @@ impl Transit<'_> {
         }
         tracing::info!(name, key_type = key_type.as_str(), "transit key created");
         let loaded = Loaded {
-            record,
+            record: Arc::new(record),
             key_type,
-            key,
+            key: Arc::new(key),
         };
         Ok((self.info(name, &loaded).await?, false))
     }
@@ -565,7 +567,7 @@ impl Transit<'_> {
     ) -> Result<TransitKeyInfo, TransitError> {
         let mut loaded = self.must_load(name).await?;
         let latest = loaded.key.current_version();
-        let record = &mut loaded.record;
+        let record = Arc::make_mut(&mut loaded.record);
         if let Some(min) = update.min_decryption_version {
             if min < 0 {
                 return Err(invalid("min decryption version cannot be negative"));

@@ -25,7 +25,7 @@ use crate::backend::{Backend, BackendError, Batch, BatchOp, ListPage, MAX_VALUE_
 use crate::envelope::{Envelope, KEYRING_KEY_INFO, OVERHEAD, RecordCipher, SealError};
 use crate::keyring::Keyring;
 use crate::keys::{Plaintext, RandomError, RootKey, SubKey};
-use crate::read_cache::{DEFAULT_CACHE_BYTES, ReadCache};
+use crate::read_cache::{DEFAULT_CACHE_BYTES, ReadCache, Record};
 
 /// Paths under this prefix belong to the barrier itself and are refused to callers.
 pub const RESERVED_PREFIX: &str = "_barrier/";
@@ -198,6 +198,50 @@ impl Unsealed {
         self.keyring_cipher
             .seal(0, KEYRING_PATH, &keyring.encode())
             .map_err(|e| seal_error(e, KEYRING_PATH))
+    }
+}
+
+/// A record read by [`Barrier::get_decoded`]: its decoded form, shared with other readers,
+/// and the plaintext it was decoded from (for a compare-and-swap on it).
+pub struct Decoded<T> {
+    value: Arc<T>,
+    record: Arc<Record>,
+}
+
+impl<T> Decoded<T> {
+    /// The decoded form.
+    #[must_use]
+    pub fn value(&self) -> &Arc<T> {
+        &self.value
+    }
+
+    /// The decoded form, without the plaintext.
+    #[must_use]
+    pub fn into_value(self) -> Arc<T> {
+        self.value
+    }
+
+    /// The plaintext the form was decoded from.
+    #[must_use]
+    pub fn record(&self) -> &Arc<Record> {
+        &self.record
+    }
+}
+
+impl<T> std::ops::Deref for Decoded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::fmt::Debug for Decoded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The decoded form may hold secrets: show only the record's shape.
+        f.debug_struct("Decoded")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
     }
 }
 
@@ -512,6 +556,18 @@ impl Barrier {
     /// [`BarrierError::Sealed`], [`BarrierError::ReservedPath`], [`BarrierError::Integrity`],
     /// or a backend failure.
     pub async fn get(&self, path: &str) -> Result<Option<Plaintext>, BarrierError> {
+        Ok(self
+            .get_record(path)
+            .await?
+            .map(|record| record.plaintext().clone()))
+    }
+
+    /// Reads and authenticates the record at `path`, shared with the read cache instead of
+    /// copied out of it.
+    ///
+    /// # Errors
+    /// As [`Barrier::get`].
+    pub async fn get_record(&self, path: &str) -> Result<Option<Arc<Record>>, BarrierError> {
         check_path(path)?;
         self.unsealed()?;
         let ticket = match self.cache.lookup(path) {
@@ -522,12 +578,45 @@ impl Barrier {
         // Take the keys after the read, not before: a record sealed under a term that a
         // concurrent rotation installed while the read was under way must find that term.
         let state = self.unsealed()?;
-        let plain = match stored {
-            Some(stored) => Some(state.open(path, &stored)?),
+        let record = match stored {
+            Some(stored) => Some(Arc::new(Record::new(state.open(path, &stored)?))),
             None => None,
         };
-        self.cache.install(path, ticket, plain.as_ref());
-        Ok(plain)
+        self.cache.install(path, ticket, record.as_ref());
+        Ok(record)
+    }
+
+    /// Reads the record at `path` and decodes it with `decode`, or reuses the form an earlier
+    /// reader decoded from the same cached plaintext (see
+    /// [`read_cache`](crate::read_cache#decoded-forms)).
+    ///
+    /// `decode` must depend on the bytes alone (no clock, no other record): its result is
+    /// shared for as long as the plaintext stays cached. A record holds one decoded form; a
+    /// second type decoded from the same path is decoded at every read. A decoding error is
+    /// returned and nothing is kept.
+    ///
+    /// # Errors
+    /// As [`Barrier::get`], converted into `E`, or what `decode` returned.
+    pub async fn get_decoded<T, E>(
+        &self,
+        path: &str,
+        decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<Option<Decoded<T>>, E>
+    where
+        T: std::any::Any + Send + Sync,
+        E: From<BarrierError>,
+    {
+        let Some(record) = self.get_record(path).await? else {
+            return Ok(None);
+        };
+        if let Some(value) = record.decoded::<T>() {
+            return Ok(Some(Decoded { value, record }));
+        }
+        let value = Arc::new(decode(record.expose_secret())?);
+        if record.set_decoded(Arc::clone(&value) as Arc<dyn std::any::Any + Send + Sync>) {
+            self.cache.charge(path, &record, record.plaintext().len());
+        }
+        Ok(Some(Decoded { value, record }))
     }
 
     /// Seals `plaintext` and stores it at `path`, durably.
@@ -994,6 +1083,54 @@ mod tests {
             barrier.get("k").await,
             Err(BarrierError::Integrity { .. })
         ));
+    }
+
+    /// A decoded form is made once per cached plaintext and follows every write.
+    #[tokio::test]
+    async fn get_decoded_decodes_once_per_plaintext_and_follows_writes() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (_, barrier, _) = unsealed().await;
+        let decodes = AtomicUsize::new(0);
+        let read = || async {
+            barrier
+                .get_decoded("n", |bytes| {
+                    decodes.fetch_add(1, Ordering::Relaxed);
+                    std::str::from_utf8(bytes)
+                        .ok()
+                        .and_then(|text| text.parse::<u64>().ok())
+                        .ok_or(BarrierError::Integrity {
+                            path: "n".to_owned(),
+                        })
+                })
+                .await
+                .unwrap()
+                .map(|decoded| **decoded.value())
+        };
+        assert_eq!(read().await, None);
+        barrier.put("n", b"41").await.unwrap();
+        assert_eq!(read().await, Some(41));
+        assert_eq!(read().await, Some(41));
+        assert_eq!(decodes.load(Ordering::Relaxed), 1);
+        barrier.put("n", b"42").await.unwrap();
+        assert_eq!(read().await, Some(42));
+        assert_eq!(read().await, Some(42));
+        assert_eq!(decodes.load(Ordering::Relaxed), 2);
+        // A form that fails to decode is an error every time, never cached.
+        barrier.put("n", b"not a number").await.unwrap();
+        for _ in 0..2 {
+            assert!(
+                barrier
+                    .get_decoded("n", |_| Err::<u64, _>(BarrierError::Sealed))
+                    .await
+                    .is_err()
+            );
+        }
+        // Without a cache every read decodes, and still sees every write.
+        barrier.set_cache_bytes(0);
+        barrier.put("n", b"7").await.unwrap();
+        assert_eq!(read().await, Some(7));
+        assert_eq!(read().await, Some(7));
+        assert_eq!(decodes.load(Ordering::Relaxed), 4);
     }
 
     /// One writer counts up while readers read: a reader never sees the count go back, and

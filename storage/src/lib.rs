@@ -52,5 +52,6 @@ pub use backend::redb::{CommitMode, RedbBackend};
 #[cfg(feature = "sled")]
 pub use backend::sled::SledBackend;
 pub use backend::{Backend, BackendError, Batch, BatchOp, ListPage};
-pub use barrier::{Barrier, BarrierError, BarrierOp, KeyStatus, RewrapReport};
+pub use barrier::{Barrier, BarrierError, BarrierOp, Decoded, KeyStatus, RewrapReport};
 pub use keys::{KEY_LEN, Plaintext, RootKey, SubKey};
+pub use read_cache::Record;

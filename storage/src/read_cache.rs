@@ -25,19 +25,30 @@
 //! Absent records too (a missing KV configuration record is read on every write). Records
 //! larger than [`MAX_ENTRY_BYTES`] are not cached: the cache is for the small hot records,
 //! not for bulk values. A record damaged on disk after it was read is detected at its next
-//! read from the backend. Values are [`Plaintext`]s, wiped when evicted, invalidated or
-//! dropped; sealing empties the cache.
+//! read from the backend. Values are [`Record`]s: the [`Plaintext`], wiped when the last
+//! reader lets go of an entry that was evicted, invalidated or dropped; sealing empties the
+//! cache.
+//!
+//! # Decoded forms
+//! Most hot records are JSON that every request parses again: the token entry, the KV
+//! metadata, the KMS key. A [`Record`] has room for one decoded form of its plaintext, set by
+//! the first reader that decodes it ([`Barrier::get_decoded`](crate::Barrier::get_decoded))
+//! and shared with every later reader of the same entry. It needs no invalidation of its own:
+//! a write replaces the entry, and the decoded form goes with the plaintext it came from. A
+//! decoded form is charged to the budget as much again as its plaintext.
 //!
 //! # Eviction
 //! CLOCK (second chance): a hit marks the entry; eviction walks the insertion ring, clearing
 //! marks, and drops the first unmarked entry. The cache is split into [`SHARDS`] shards by a
 //! hash of the path, each with its own lock and its own share of the byte budget.
 
+use std::any::Any;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::keys::Plaintext;
 
@@ -48,14 +59,61 @@ pub const SHARDS: usize = 16;
 pub const MAX_ENTRY_BYTES: usize = 16 * 1024;
 
 /// The bookkeeping an entry costs besides its path and value, counted against the budget.
-const ENTRY_OVERHEAD: usize = 96;
+const ENTRY_OVERHEAD: usize = 128;
 
 /// The default budget of a barrier's cache: 8 MiB of paths and plaintexts.
 pub const DEFAULT_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
+/// A record's plaintext as the barrier opened it, shared by the cache and the readers that
+/// hold it, with room for one decoded form (see the module documentation).
+pub struct Record {
+    plaintext: Plaintext,
+    decoded: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Record {
+    pub(crate) fn new(plaintext: Plaintext) -> Self {
+        Self {
+            plaintext,
+            decoded: OnceLock::new(),
+        }
+    }
+
+    /// The plaintext.
+    #[must_use]
+    pub fn plaintext(&self) -> &Plaintext {
+        &self.plaintext
+    }
+
+    /// The plaintext's bytes.
+    #[must_use]
+    pub fn expose_secret(&self) -> &[u8] {
+        self.plaintext.expose_secret()
+    }
+
+    /// The decoded form, if one of type `T` was set.
+    pub(crate) fn decoded<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        Arc::clone(self.decoded.get()?).downcast::<T>().ok()
+    }
+
+    /// Sets the decoded form unless one is set already; whether this call set it.
+    pub(crate) fn set_decoded(&self, value: Arc<dyn Any + Send + Sync>) -> bool {
+        self.decoded.set(value).is_ok()
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("len", &self.plaintext.len())
+            .field("decoded", &self.decoded.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Slot {
     /// `None`: the record is known to be absent.
-    value: Option<Plaintext>,
+    value: Option<Arc<Record>>,
     referenced: bool,
     /// Which insertion this is, so stale ring entries can be told apart.
     stamp: u64,
@@ -155,7 +213,7 @@ impl ReadCache {
 
     /// The cached state of `path`: `Ok(Some(_))` present, `Ok(None)` known absent, or a ticket
     /// to install the backend's answer with [`ReadCache::install`].
-    pub(crate) fn lookup(&self, path: &str) -> Result<Option<Plaintext>, MissTicket> {
+    pub(crate) fn lookup(&self, path: &str) -> Result<Option<Arc<Record>>, MissTicket> {
         let shard = self.shard_of(path);
         let mut guard = self.lock(shard);
         if let Some(slot) = guard.map.get_mut(path) {
@@ -170,8 +228,8 @@ impl ReadCache {
 
     /// Installs what a missed read found, unless a write invalidated the shard since the
     /// ticket was taken or the value is too large to keep.
-    pub(crate) fn install(&self, path: &str, ticket: MissTicket, value: Option<&Plaintext>) {
-        let len = value.map_or(0, Plaintext::len);
+    pub(crate) fn install(&self, path: &str, ticket: MissTicket, value: Option<&Arc<Record>>) {
+        let len = value.map_or(0, |record| record.plaintext.len());
         let budget = self.shard_budget.load(Ordering::Relaxed);
         if budget == 0 || len > MAX_ENTRY_BYTES {
             return;
@@ -196,6 +254,28 @@ impl ReadCache {
         );
         guard.ring.push_back((key, stamp));
         guard.bytes += cost;
+        guard.evict_to(budget);
+    }
+
+    /// Adds `bytes` to the cost of `path`'s entry if it still holds `record` (a decoded form
+    /// was just set on it), evicting others to stay within the budget.
+    pub(crate) fn charge(&self, path: &str, record: &Arc<Record>, bytes: usize) {
+        let budget = self.shard_budget.load(Ordering::Relaxed);
+        let mut guard = self.lock(self.shard_of(path));
+        let Some(slot) = guard.map.get_mut(path) else {
+            return;
+        };
+        if !slot
+            .value
+            .as_ref()
+            .is_some_and(|held| Arc::ptr_eq(held, record))
+        {
+            return;
+        }
+        slot.cost += bytes;
+        // The entry just served a read: it survives the first pass of the eviction below.
+        slot.referenced = true;
+        guard.bytes += bytes;
         guard.evict_to(budget);
     }
 
@@ -232,15 +312,15 @@ impl ReadCache {
 mod tests {
     use super::*;
 
-    fn plain(bytes: &[u8]) -> Plaintext {
-        Plaintext::new(bytes.to_vec())
+    fn plain(bytes: &[u8]) -> Arc<Record> {
+        Arc::new(Record::new(Plaintext::new(bytes.to_vec())))
     }
 
     fn cached(cache: &ReadCache, path: &str) -> Option<Option<Vec<u8>>> {
         cache
             .lookup(path)
             .ok()
-            .map(|v| v.map(|p| p.expose_secret().to_vec()))
+            .map(|v| v.map(|record| record.expose_secret().to_vec()))
     }
 
     #[test]
@@ -303,6 +383,43 @@ mod tests {
             let guard = shard.lock().unwrap();
             assert!(guard.ring.len() <= 2 * guard.map.len() + 32);
         }
+    }
+
+    #[test]
+    fn a_decoded_form_is_shared_charged_and_dropped_with_its_entry() {
+        let cache = ReadCache::new(1 << 20);
+        let ticket = cache.lookup("k").unwrap_err();
+        let record = plain(b"{\"n\":1}");
+        cache.install("k", ticket, Some(&record));
+        let before = cache.bytes();
+        assert!(record.decoded::<u32>().is_none());
+        assert!(record.set_decoded(Arc::new(1u32)));
+        cache.charge("k", &record, record.plaintext().len());
+        assert_eq!(cache.bytes(), before + record.plaintext().len());
+        // Later readers of the entry get the same decoded form; a second one is refused, and
+        // another type is not mistaken for it.
+        let hit = cache.lookup("k").unwrap().unwrap();
+        assert!(Arc::ptr_eq(&hit, &record));
+        assert_eq!(hit.decoded::<u32>().as_deref(), Some(&1));
+        assert!(hit.decoded::<String>().is_none());
+        assert!(!hit.set_decoded(Arc::new(2u32)));
+        // A write replaces the entry: the next reader finds no decoded form, and a late charge
+        // for the old record changes nothing.
+        cache.invalidate("k");
+        let ticket = cache.lookup("k").unwrap_err();
+        let fresh = plain(b"{\"n\":2}");
+        cache.install("k", ticket, Some(&fresh));
+        let installed = cache.bytes();
+        cache.charge("k", &record, 1000);
+        assert_eq!(cache.bytes(), installed);
+        assert!(
+            cache
+                .lookup("k")
+                .unwrap()
+                .unwrap()
+                .decoded::<u32>()
+                .is_none()
+        );
     }
 
     #[test]
