@@ -236,6 +236,15 @@ pub struct TokenEntry {
 }
 
 impl TokenEntry {
+    /// When it was created or last renewed, Unix seconds: the moment a create, login or
+    /// renewal answer describes, so the TTL it reports is the one granted, even when the
+    /// clock passed a second boundary before the answer was written.
+    #[must_use]
+    pub fn issued_at(&self) -> u64 {
+        self.last_renewal
+            .map_or(self.created, |renewed| renewed.max(self.created))
+    }
+
     /// Seconds left to live at `now`; 0 when it never expires.
     #[must_use]
     pub fn ttl_at(&self, now: u64) -> u64 {
@@ -1386,8 +1395,13 @@ mod tests {
         req.ttl = Some(60);
         req.explicit_max_ttl = 300;
         let (token, entry) = tokens.create_at(&req, None, now).await.unwrap();
+        // A creation or renewal answer reports the TTL granted, whenever it is written.
+        assert_eq!(entry.issued_at(), now);
+        assert_eq!(entry.ttl_at(entry.issued_at()), 60);
         let renewed = tokens.renew_id(&entry.id, 120, now + 30).await.unwrap();
         assert_eq!(renewed.entry.expire_time, Some(now + 150));
+        assert_eq!(renewed.entry.issued_at(), now + 30);
+        assert_eq!(renewed.entry.ttl_at(renewed.entry.issued_at()), 120);
         assert!(!renewed.capped);
         let renewed = tokens.renew_id(&entry.id, 1000, now + 40).await.unwrap();
         assert_eq!(renewed.entry.expire_time, Some(now + 300));

@@ -316,7 +316,7 @@ fn auth_response(
     warnings: &[String],
 ) -> Response {
     let mut body = envelope(request_id, Value::Null);
-    body["auth"] = auth_block(token, entry, crate::auth::token::now_secs());
+    body["auth"] = auth_block(token, entry, entry.issued_at());
     if !warnings.is_empty() {
         body["warnings"] = json!(warnings);
     }
@@ -853,11 +853,7 @@ async fn approle_login(
         .await
         .map_err(approle_error)?;
     let mut body = envelope(&req.request_id, Value::Null);
-    body["auth"] = auth_block(
-        token.expose_secret(),
-        &entry,
-        crate::auth::token::now_secs(),
-    );
+    body["auth"] = auth_block(token.expose_secret(), &entry, entry.issued_at());
     Ok(Json(body).into_response())
 }
 
