@@ -5,9 +5,10 @@
 //! listener serves Vault's `sys/*` endpoints for the seal ceremony ([`vault`]); every other path
 //! answers 503 `Vault is sealed` while sealed and 404 after.
 //!
-//! Cross-cutting layers, outermost first: a request id and a structured log line per request
-//! (method, path, status, latency; never headers, query strings or bodies), a request timeout,
-//! and a body size limit.
+//! Cross-cutting layers, outermost first: one envelope per request (a request id, the peer's
+//! address for the audit log, a structured log line with method, path, status and latency but
+//! never headers, query strings or bodies, and the handling of unread and oversized bodies),
+//! a request timeout, the audit log, response wrapping, and a body size limit.
 
 pub mod aws;
 pub mod error;
@@ -88,16 +89,94 @@ pub fn app(arca: Arc<Arca>, options: ServerOptions) -> Router {
             vault::wrapping::layer,
         ))
         .layer(middleware::from_fn_with_state(state, vault::audit::layer))
-        .layer(middleware::from_fn(vault::audit::record_remote_addr))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
-        .layer(middleware::from_fn(close_after_too_large))
+        // One layer for what every request needs around it, not one each: an axum
+        // middleware clones and boxes everything inside it at every request.
         .layer(middleware::from_fn(move |request, next| {
-            drain_unread_body(request, next, limit)
+            request_envelope(request, next, limit)
         }))
-        .layer(middleware::from_fn(log_request))
+}
+
+/// The outermost layer, in this order: gives the request an id
+/// ([`RequestId`], and `X-Request-Id` on the answer); records the peer's address for the
+/// audit log and CIDR checks ([`vault::audit::record_remote_addr`]); drains what the handler
+/// left of the body ([`drain_unread_body`]); closes the connection after a 413
+/// ([`close_after_too_large`]); logs one line ([`log_request`]).
+async fn request_envelope(mut request: Request, next: Next, limit: usize) -> Response {
+    let request_id = new_request_id();
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    vault::audit::record_remote_addr(&mut request);
+    let logged = RequestLog::start(&request);
+    let request = drain_unread_body(request, limit);
+    let mut response = next.run(request).await;
+    close_after_too_large(&mut response);
+    if let Some(logged) = logged {
+        logged.finish(&request_id, response.status());
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// A random UUID-v4-shaped request id.
+///
+/// The randomness comes from a per-thread pool refilled [`REQUEST_ID_POOL`] bytes at a time,
+/// not from one system call per request: a request id must be unique, not secret. An empty id
+/// if the system's generator fails.
+fn new_request_id() -> String {
+    use std::cell::RefCell;
+    struct Pool {
+        bytes: [u8; REQUEST_ID_POOL],
+        used: usize,
+    }
+    thread_local! {
+        static POOL: RefCell<Pool> = const {
+            RefCell::new(Pool { bytes: [0; REQUEST_ID_POOL], used: REQUEST_ID_POOL })
+        };
+    }
+    let mut id = [0u8; 16];
+    let filled = POOL.with_borrow_mut(|pool| {
+        if pool.used + id.len() > pool.bytes.len() {
+            if arca_storage::keys::fill_random(&mut pool.bytes).is_err() {
+                return false;
+            }
+            pool.used = 0;
+        }
+        id.copy_from_slice(&pool.bytes[pool.used..pool.used + 16]);
+        // Taken bytes are not handed out twice.
+        pool.bytes[pool.used..pool.used + 16].fill(0);
+        pool.used += 16;
+        true
+    });
+    if !filled {
+        return String::new();
+    }
+    format_uuid_v4(id)
+}
+
+/// How many random bytes a thread draws at once for request ids (256 ids).
+const REQUEST_ID_POOL: usize = 4096;
+
+/// `xxxxxxxx-xxxx-4xxx-Vxxx-xxxxxxxxxxxx` from 16 random bytes (version 4, variant 10).
+fn format_uuid_v4(mut b: [u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 /// How long the rest of an unread request body may take to arrive and be thrown away.
@@ -110,9 +189,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// still sending its body then sees a broken pipe instead of the 413 it was sent. Draining
 /// first lets it finish sending and read the answer; the bounds keep an endless body from
 /// holding the connection.
-async fn drain_unread_body(request: Request, next: Next, limit: usize) -> Response {
-    let request = request.map(|body| axum::body::Body::new(DrainOnDrop::new(body, limit)));
-    next.run(request).await
+fn drain_unread_body(request: Request, limit: usize) -> Request {
+    request.map(|body| axum::body::Body::new(DrainOnDrop::new(body, limit)))
 }
 
 /// A request body that, dropped before its end, hands the rest to a task that reads it away.
@@ -195,14 +273,12 @@ impl Drop for DrainOnDrop {
 /// Saying so with `Connection: close` (as Go's net/http, and so Vault, does) keeps a client
 /// from sending its next request on a pooled connection that is about to go away; without it,
 /// that next request fails with an incomplete message.
-async fn close_after_too_large(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+fn close_after_too_large(response: &mut Response) {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
 }
 
 /// Any path no API claims: 503 while sealed (what clients expect of a sealed Vault), else 404.
@@ -217,38 +293,46 @@ async fn fallback(State(state): State<AppState>, request: Request) -> ApiError {
     )
 }
 
-/// Gives each request an id and logs one line when it is answered. Only the method, the path,
-/// the status and the latency are logged: paths name secrets but never hold their values.
-async fn log_request(mut request: Request, next: Next) -> Response {
-    let request_id = crate::seal::new_nonce().unwrap_or_default();
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let remote = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
-    let started = Instant::now();
-    let mut response = next.run(request).await;
-    let status = response.status().as_u16();
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    tracing::info!(
-        target: "arca::request",
-        request_id = %request_id,
-        %method,
-        path = %path,
-        remote = %remote,
-        status,
-        latency_us,
-        "request"
-    );
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
+/// The request's log line: only the method, the path, the peer, the status and the latency,
+/// never headers, query strings or bodies (paths name secrets but never hold their values).
+/// Nothing is copied for it when the level leaves request lines out.
+struct RequestLog {
+    method: axum::http::Method,
+    path: String,
+    remote: String,
+    started: Instant,
+}
+
+impl RequestLog {
+    fn start(request: &Request) -> Option<Self> {
+        if !tracing::enabled!(target: "arca::request", tracing::Level::INFO) {
+            return None;
+        }
+        Some(Self {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            remote: request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_default(),
+            started: Instant::now(),
+        })
     }
-    response
+
+    fn finish(self, request_id: &str, status: StatusCode) {
+        let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(
+            target: "arca::request",
+            request_id = %request_id,
+            method = %self.method,
+            path = %self.path,
+            remote = %self.remote,
+            status = status.as_u16(),
+            latency_us,
+            "request"
+        );
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish
@@ -402,4 +486,48 @@ pub fn load_tls_with_client_auth(
 /// A response with no body.
 pub(crate) fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_uuid_v4_strings_across_pool_refills() {
+        let count = 3 * REQUEST_ID_POOL / 16 + 7;
+        let ids: std::collections::HashSet<String> = (0..count).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), count);
+        for id in &ids {
+            let parsed = uuid_shape(id).unwrap_or_else(|| panic!("not a UUID: {id}"));
+            assert_eq!(parsed[6] >> 4, 4, "{id}");
+            assert_eq!(parsed[8] >> 6, 0b10, "{id}");
+        }
+        // Another thread draws from its own pool: still no repeats.
+        let other: Vec<String> =
+            std::thread::spawn(|| (0..300).map(|_| new_request_id()).collect())
+                .join()
+                .unwrap();
+        assert!(other.iter().all(|id| !ids.contains(id)));
+    }
+
+    #[test]
+    fn uuid_formatting_matches_the_canonical_layout() {
+        let bytes = [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ];
+        assert_eq!(
+            format_uuid_v4(bytes),
+            "00112233-4455-4677-8899-aabbccddeeff"
+        );
+    }
+
+    fn uuid_shape(id: &str) -> Option<[u8; 16]> {
+        let groups: Vec<&str> = id.split('-').collect();
+        if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
+            return None;
+        }
+        let bytes = hex::decode(groups.concat()).ok()?;
+        bytes.try_into().ok()
+    }
 }

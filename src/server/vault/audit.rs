@@ -38,7 +38,7 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// Records the peer's address in [`REMOTE_ADDR_HEADER`], replacing any value a client sent.
-pub(crate) async fn record_remote_addr(mut request: Request, next: Next) -> Response {
+pub(crate) fn record_remote_addr(request: &mut Request) {
     request.headers_mut().remove(REMOTE_ADDR_HEADER);
     let peer = request
         .extensions()
@@ -47,7 +47,6 @@ pub(crate) async fn record_remote_addr(mut request: Request, next: Next) -> Resp
     if let Some(value) = peer.and_then(|p| HeaderValue::from_str(&p).ok()) {
         request.headers_mut().insert(REMOTE_ADDR_HEADER, value);
     }
-    next.run(request).await
 }
 
 fn now_rfc3339() -> String {
