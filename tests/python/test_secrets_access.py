@@ -265,6 +265,41 @@ def test_operations_and_name_patterns(vault):
         "allowed_services"] == ["orders"]
 
 
+def test_batch_get_needs_get_secret_value_and_with_filters_list_secrets(vault):
+    """As on AWS: BatchGetSecretValue needs GetSecretValue for the secrets it returns, and
+    ListSecrets when filters choose them; the batch permission alone reads nothing."""
+    admin = boto(vault, access_key(vault, policies=("root",)))
+    _, value = create(vault, admin, "batch/one")
+    vault.client.sys.create_or_update_acl_policy(
+        name="batch-only",
+        policy='path "aws/secretsmanager/BatchGetSecretValue" { capabilities = ["update"] }')
+    vault.client.sys.create_or_update_acl_policy(
+        name="batch-get",
+        policy='path "aws/secretsmanager/BatchGetSecretValue" { capabilities = ["update"] }\n'
+               'path "aws/secretsmanager/GetSecretValue" { capabilities = ["update"] }')
+
+    batch_only = boto(vault, access_key(vault, policies=("batch-only",)))
+    answer = batch_only.batch_get_secret_value(SecretIdList=["batch/one"])
+    assert answer["SecretValues"] == []
+    assert [(e["SecretId"], e["ErrorCode"]) for e in answer["Errors"]] == [
+        ("batch/one", "AccessDeniedException")]
+    assert "GetSecretValue" in answer["Errors"][0]["Message"]
+    assert value not in json.dumps(answer, default=str)
+
+    batch_get = boto(vault, access_key(vault, policies=("batch-get",)))
+    answer = batch_get.batch_get_secret_value(SecretIdList=["batch/one"])
+    assert [v["SecretString"] for v in answer["SecretValues"]] == [value]
+    assert answer["Errors"] == []
+    # Filters list secrets: without ListSecrets the whole request is refused.
+    filters = [{"Key": "name", "Values": ["batch/"]}]
+    with pytest.raises(ClientError) as excinfo:
+        batch_get.batch_get_secret_value(Filters=filters)
+    assert code(excinfo) == "AccessDeniedException"
+    assert "ListSecrets" in excinfo.value.response["Error"]["Message"]
+    answer = admin.batch_get_secret_value(Filters=filters)
+    assert [v["Name"] for v in answer["SecretValues"]] == ["batch/one"]
+
+
 def test_rate_limits_answer_throttling(vault):
     admin = boto(vault, access_key(vault, policies=("root",)))
     create(vault, admin, "hot/key")

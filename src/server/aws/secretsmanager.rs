@@ -494,14 +494,24 @@ impl Ctx<'_> {
                 for id in &ids {
                     check_len("SecretIdList", id.chars().count(), 1, 2048)?;
                 }
+                let may_read = self.may_read_values().await?;
                 for id in &ids {
-                    match self.batch_one(id).await {
+                    match self.batch_one(id, may_read.as_ref()).await {
                         Ok(value) => values.push(value),
                         Err(err) => errors.push(batch_error(id, &err)?),
                     }
                 }
             }
             (None, Some(filters)) => {
+                // As on AWS: a batch chosen by filters lists secrets, so it needs ListSecrets.
+                super::require_operation(
+                    self.state,
+                    self.caller,
+                    super::Service::SecretsManager,
+                    "ListSecrets",
+                )
+                .await?;
+                let may_read = self.may_read_values().await?;
                 let page = self
                     .scope
                     .list(&ListSecrets {
@@ -512,7 +522,7 @@ impl Ctx<'_> {
                     })
                     .await?;
                 for secret in &page.items {
-                    match self.batch_one(&secret.arn).await {
+                    match self.batch_one(&secret.arn, may_read.as_ref()).await {
                         Ok(value) => values.push(value),
                         Err(err) => errors.push(batch_error(&secret.arn, &err)?),
                     }
@@ -527,7 +537,32 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    async fn batch_one(&self, id: &str) -> Result<Value, AwsError> {
+    /// Whether the caller's policies allow `GetSecretValue`, which AWS requires for every
+    /// secret a `BatchGetSecretValue` returns: `Ok(None)` if so, else the refusal each secret
+    /// reports in `Errors`.
+    async fn may_read_values(&self) -> Result<Option<AwsError>, AwsError> {
+        match super::require_operation(
+            self.state,
+            self.caller,
+            super::Service::SecretsManager,
+            "GetSecretValue",
+        )
+        .await
+        {
+            Ok(()) => Ok(None),
+            Err(err) if err.status.is_client_error() => Ok(Some(err)),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn batch_one(&self, id: &str, refused: Option<&AwsError>) -> Result<Value, AwsError> {
+        if let Some(refused) = refused {
+            return Err(AwsError {
+                status: refused.status,
+                code: refused.code,
+                message: refused.message.clone(),
+            });
+        }
         let secret = self.secret_by_id("GetSecretValue", id, None).await?;
         let version = self
             .scope
