@@ -64,6 +64,9 @@ pub(crate) fn routes() -> Router<AppState> {
         )
 }
 
+/// The code of an internal error common to every AWS API, before a service is known.
+const INTERNAL_FAILURE: &str = "InternalFailure";
+
 /// An error answered in AWS's shape.
 #[derive(Debug)]
 pub struct AwsError {
@@ -82,14 +85,28 @@ impl AwsError {
         }
     }
 
-    /// A 500 whose detail goes to the log only.
+    /// A 500 whose detail goes to the log only. Its code is AWS's common `InternalFailure`
+    /// until [`AwsError::in_service`] names the service's own.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error in the AWS API");
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "KMSInternalException",
+            code: INTERNAL_FAILURE,
             message: "internal error".into(),
         }
+    }
+
+    /// The error as `service` answers it: an internal failure carries the service's own code
+    /// (KMS's `KMSInternalException`, Secrets Manager's `InternalServiceError`), which its
+    /// SDKs model; every other error is unchanged.
+    fn in_service(mut self, service: Service) -> Self {
+        if self.code == INTERNAL_FAILURE {
+            self.code = match service {
+                Service::Kms => "KMSInternalException",
+                Service::SecretsManager => "InternalServiceError",
+            };
+        }
+        self
     }
 
     /// 503 while the store is sealed (SDKs retry it, then report it).
@@ -174,7 +191,7 @@ fn ok(body: &Value, request_id: &str) -> Response {
 
 /// The services behind `POST /`, by the prefix of `X-Amz-Target`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Service {
+pub(crate) enum Service {
     Kms,
     SecretsManager,
 }
@@ -238,14 +255,19 @@ async fn dispatch_inner(
     if state.arca.barrier().is_sealed() {
         return Err(AwsError::sealed());
     }
-    let caller =
-        sigv4::authenticate(state, method, uri, headers, body, service.signing_name()).await?;
-    authorize_operation(state, headers, &caller, service, operation).await?;
-    let input = parse_body(body)?;
-    match service {
-        Service::Kms => kms::handle(state, &caller, operation, &input).await,
-        Service::SecretsManager => secretsmanager::handle(state, &caller, operation, &input).await,
-    }
+    let answer = async {
+        let caller =
+            sigv4::authenticate(state, method, uri, headers, body, service.signing_name()).await?;
+        authorize_operation(state, headers, &caller, service, operation).await?;
+        let input = parse_body(body)?;
+        match service {
+            Service::Kms => kms::handle(state, &caller, operation, &input).await,
+            Service::SecretsManager => {
+                secretsmanager::handle(state, &caller, operation, &input).await
+            }
+        }
+    };
+    answer.await.map_err(|err| err.in_service(service))
 }
 
 /// The ACL path an AWS operation is checked against: `aws/<service>/<Operation>`, for example
@@ -257,11 +279,15 @@ pub fn operation_path(service: &str, operation: &str) -> String {
     format!("aws/{service}/{operation}")
 }
 
-/// Checks the policies of the caller's access key or token (development mode's unverified
-/// callers are not checked), then counts one use of a token.
-async fn authorize_operation(
+/// Fails with `AccessDeniedException` unless the policies of the caller's access key or token
+/// allow `operation` of `service` (see [`operation_path`]). Development mode's unverified
+/// callers have no policies and are allowed. Operations that need another one's permission
+/// as well (`BatchGetSecretValue` needs `GetSecretValue` for its secrets) call this for it.
+///
+/// # Errors
+/// `AccessDeniedException`; 503 while sealed.
+pub(crate) async fn require_operation(
     state: &AppState,
-    headers: &HeaderMap,
     caller: &sigv4::Caller,
     service: Service,
     operation: &str,
@@ -279,24 +305,40 @@ async fn authorize_operation(
             other => AwsError::internal(&other),
         })?;
     let path = operation_path(service.signing_name(), operation);
-    if !acl.allows(&path, Capability::Update) {
-        tracing::info!(principal = %caller.identity().principal, path, "AWS request denied by policy");
-        let credential = if caller.token.is_some() {
-            "token"
-        } else {
-            "access key"
-        };
-        return Err(AwsError::client(
-            "AccessDeniedException",
-            format!(
-                "User: arn:aws:iam::{}:user/{} is not authorized to perform: {}:{operation} \
-                 because no arca policy of its {credential} allows it",
-                state.arca.kms().account(),
-                caller.display_name(),
-                service.signing_name(),
-            ),
-        ));
+    if acl.allows(&path, Capability::Update) {
+        return Ok(());
     }
+    tracing::info!(principal = %caller.identity().principal, path, "AWS request denied by policy");
+    let credential = if caller.token.is_some() {
+        "token"
+    } else {
+        "access key"
+    };
+    Err(AwsError::client(
+        "AccessDeniedException",
+        format!(
+            "User: arn:aws:iam::{}:user/{} is not authorized to perform: {}:{operation} \
+             because no arca policy of its {credential} allows it",
+            state.arca.kms().account(),
+            caller.display_name(),
+            service.signing_name(),
+        ),
+    ))
+}
+
+/// Checks the caller's policies for the operation (see [`require_operation`]), then counts
+/// one use of a token.
+async fn authorize_operation(
+    state: &AppState,
+    headers: &HeaderMap,
+    caller: &sigv4::Caller,
+    service: Service,
+    operation: &str,
+) -> Result<(), AwsError> {
+    if caller.policies().is_none() {
+        return Ok(());
+    }
+    require_operation(state, caller, service, operation).await?;
     if caller.token.is_some() {
         // A token with a use limit spends one per authorised request, as on the Vault API.
         let token = super::vault::client_token_header(headers).unwrap_or_default();
@@ -551,11 +593,30 @@ mod tests {
             (KmsError::Sealed, "ServiceUnavailableException", 503),
         ];
         for (err, code, status) in cases {
-            let aws = AwsError::from(err);
+            let aws = AwsError::from(err).in_service(Service::Kms);
             assert_eq!(aws.code, code);
             assert_eq!(aws.status.as_u16(), status);
             assert_ne!(aws.message, "boom", "internal details are not sent");
         }
+    }
+
+    #[test]
+    fn an_internal_failure_carries_the_code_of_the_service_that_answers() {
+        let internal = || AwsError::internal(&"boom");
+        assert_eq!(internal().code, INTERNAL_FAILURE);
+        assert_eq!(
+            internal().in_service(Service::Kms).code,
+            "KMSInternalException"
+        );
+        let sm = internal().in_service(Service::SecretsManager);
+        assert_eq!(sm.code, "InternalServiceError");
+        assert_eq!(sm.status.as_u16(), 500);
+        // Client errors keep their own code in either service.
+        let denied = AwsError::client("AccessDeniedException", "no");
+        assert_eq!(
+            denied.in_service(Service::SecretsManager).code,
+            "AccessDeniedException"
+        );
     }
 
     #[test]
