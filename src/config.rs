@@ -11,7 +11,7 @@
 //!                                # "dynamodb" (feature `aws`)
 //! path = "/var/lib/arca"         # a folder; redb keeps arca.redb in it
 //! page_cache_bytes = 4194304     # redb's page cache (default 4 MiB)
-//! record_cache_bytes = 8388608   # opened records kept in memory (default 8 MiB; 0: off)
+//! record_cache_bytes = 16777216  # opened records kept in memory (default 16 MiB; 0: off)
 //! # dynamodb only (credentials from the standard AWS chain, never from here):
 //! # table = "arca"                # created by `arca aws init-table`
 //! # namespace = "arca"            # the partition key of this store (default "arca")
@@ -112,7 +112,7 @@ pub struct StorageSection {
     pub path: Option<PathBuf>,
     /// redb's in-memory page cache, in bytes (redb; default 4 MiB).
     pub page_cache_bytes: Option<usize>,
-    /// The barrier's cache of opened records, in bytes (every backend; default 8 MiB; 0 turns
+    /// The barrier's cache of opened records, in bytes (every backend; default 16 MiB; 0 turns
     /// it off).
     pub record_cache_bytes: Option<usize>,
     /// The DynamoDB table (dynamodb).

@@ -61,8 +61,11 @@ pub const MAX_ENTRY_BYTES: usize = 16 * 1024;
 /// The bookkeeping an entry costs besides its path and value, counted against the budget.
 const ENTRY_OVERHEAD: usize = 128;
 
-/// The default budget of a barrier's cache: 8 MiB of paths and plaintexts.
-pub const DEFAULT_CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// The default budget of a barrier's cache: 16 MiB of paths, plaintexts and decoded forms,
+/// enough for the hot records of about 12,000 KV secrets (each read needs its metadata,
+/// version and wrapped data key). Random KV reads among 10,000 secrets ran 22k/s with 8 MiB
+/// and 29k/s with 16 MiB, for 6.5 MiB more resident memory after the reads.
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// A record's plaintext as the barrier opened it, shared by the cache and the readers that
 /// hold it, with room for one decoded form (see the module documentation).
