@@ -651,7 +651,7 @@ async fn run_on_change_signal_hup_signals_instead_of_restarting() {
         out = out.display()
     );
     let env = run_env(&server);
-    let _run = Proc::spawn(
+    let run = Proc::spawn(
         &[
             "run",
             "--on-change",
@@ -669,9 +669,19 @@ async fn run_on_change_signal_hup_signals_instead_of_restarting() {
         read(&out).starts_with("start-")
     });
     kv_put(&api, "app/db", json!({"password": "two"})).await;
-    wait_for(Duration::from_secs(2), "the child gets SIGHUP", || {
-        read(&out).contains("hup-one")
-    });
+    // The issue bounds a restart (2 s, tested above), not a signal. This runs beside the other
+    // tests' servers starting on two cores, so the bound here is loose; a miss shows what
+    // `arca run` said.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read(&out).contains("hup-one") {
+        assert!(
+            Instant::now() < deadline,
+            "the child got no SIGHUP in 10 s; events: {:?}; arca run said:\n{}",
+            read(&out),
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Signalled, not restarted: one start, and the environment it started with.
     assert_eq!(read(&out).matches("start-").count(), 1, "{}", read(&out));
     server.stop();
