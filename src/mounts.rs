@@ -515,18 +515,7 @@ fn random_hex(bytes: usize) -> Result<String, MountError> {
 fn random_uuid() -> Result<String, MountError> {
     let mut b = [0u8; 16];
     arca_storage::keys::fill_random(&mut b)?;
-    // RFC 9562 version 4 (random) and variant bits.
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    Ok(crate::kms::blob::format_uuid_v4(b))
 }
 
 impl Mounts {

@@ -432,17 +432,7 @@ fn init_marker(record: &[u8]) -> Vec<u8> {
 pub(crate) fn new_nonce() -> Result<String, RandomError> {
     let mut b = [0u8; 16];
     fill_random(&mut b)?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    Ok(crate::kms::blob::format_uuid_v4(b))
 }
 
 fn reseal_error(err: ResealError) -> SealError {

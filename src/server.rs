@@ -104,7 +104,7 @@ pub fn app(arca: Arc<Arca>, options: ServerOptions) -> Router {
 /// ([`RequestId`], and `X-Request-Id` on the answer); records the peer's address for the
 /// audit log and CIDR checks ([`vault::audit::record_remote_addr`]); drains what the handler
 /// left of the body ([`drain_unread_body`]); closes the connection after a 413
-/// ([`close_after_too_large`]); logs one line ([`log_request`]).
+/// ([`close_after_too_large`]); logs one line ([`RequestLog`]).
 async fn request_envelope(mut request: Request, next: Next, limit: usize) -> Response {
     let request_id = new_request_id();
     request
@@ -157,27 +157,11 @@ fn new_request_id() -> String {
     if !filled {
         return String::new();
     }
-    format_uuid_v4(id)
+    crate::kms::blob::format_uuid_v4(id)
 }
 
 /// How many random bytes a thread draws at once for request ids (256 ids).
 const REQUEST_ID_POOL: usize = 4096;
-
-/// `xxxxxxxx-xxxx-4xxx-Vxxx-xxxxxxxxxxxx` from 16 random bytes (version 4, variant 10).
-fn format_uuid_v4(mut b: [u8; 16]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let mut out = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    out
-}
 
 /// How long the rest of an unread request body may take to arrive and be thrown away.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -517,8 +501,12 @@ mod tests {
             0xee, 0xff,
         ];
         assert_eq!(
-            format_uuid_v4(bytes),
+            crate::kms::blob::format_uuid_v4(bytes),
             "00112233-4455-4677-8899-aabbccddeeff"
+        );
+        assert_eq!(
+            crate::kms::blob::format_uuid(&bytes),
+            "00112233-4455-6677-8899-aabbccddeeff"
         );
     }
 

@@ -252,15 +252,26 @@ fn push_len(out: &mut Vec<u8>, len: usize) {
 /// Formats 16 bytes as a lower-case hyphenated UUID.
 #[must_use]
 pub fn format_uuid(bytes: &[u8; 16]) -> String {
-    let h = hex::encode(bytes);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Straight into one string: request ids are formatted at every request.
+    let mut out = String::with_capacity(36);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+/// A version 4 (random) UUID from 16 random bytes: RFC 9562's version and variant bits set,
+/// then formatted.
+#[must_use]
+pub fn format_uuid_v4(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    format_uuid(&bytes)
 }
 
 /// Parses a hyphenated UUID (either case) into its 16 bytes.

@@ -641,17 +641,7 @@ fn uuid_v4() -> Result<String, SecretsError> {
     let mut bytes = [0u8; 16];
     arca_storage::keys::fill_random(&mut bytes)
         .map_err(|e| SecretsError::Internal(e.to_string()))?;
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex = hex::encode(bytes);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
+    Ok(crate::kms::blob::format_uuid_v4(bytes))
 }
 
 async fn current_value(

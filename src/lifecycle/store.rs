@@ -642,10 +642,7 @@ fn random_uuid() -> Result<String, SecretsError> {
     let mut b = [0u8; 16];
     arca_storage::keys::fill_random(&mut b)
         .map_err(|err| SecretsError::Internal(err.to_string()))?;
-    // RFC 9562 version 4 (random) and variant bits.
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    Ok(crate::kms::blob::format_uuid(&b))
+    Ok(crate::kms::blob::format_uuid_v4(b))
 }
 
 fn random_uid() -> Result<String, SecretsError> {
