@@ -106,8 +106,9 @@ async fn destroy_leaves_nothing_to_decrypt() {
     }
 
     let prefix = mount.storage_prefix();
+    // A version's wrapped key sits beside its data: the data's name, U+001F and `k`.
     let data_key = format!("{prefix}data/app/db/1");
-    let dkey_key = format!("{prefix}dkey/app/db/1");
+    let dkey_key = format!("{data_key}\u{1f}k");
     let raw_ciphertext = backend.get(&data_key).await.unwrap().unwrap();
     assert!(backend.get(&dkey_key).await.unwrap().is_some());
     let old_copy = arca.barrier().get(&data_key).await.unwrap().unwrap();
@@ -117,7 +118,9 @@ async fn destroy_leaves_nothing_to_decrypt() {
     assert!(backend.get(&dkey_key).await.unwrap().is_none());
     // Nothing under the mount names version 1 any more, in any record.
     for key in backend.list(&prefix).await.unwrap() {
-        assert!(!key.ends_with("/app/db/1"), "{key} survived the destroy");
+        for record in ["/app/db/1", "/app/db/1\u{1f}k"] {
+            assert!(!key.ends_with(record), "{key:?} survived the destroy");
+        }
     }
 
     // Restore the old ciphertext record, as from a backup of the data records: the version
@@ -129,7 +132,7 @@ async fn destroy_leaves_nothing_to_decrypt() {
     }
     let remaining_key = arca
         .barrier()
-        .get(&format!("{prefix}dkey/app/db/2"))
+        .get(&format!("{prefix}data/app/db/2\u{1f}k"))
         .await
         .unwrap()
         .unwrap();

@@ -11,7 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{DeleteVersionAfter, KeyMetadata, KvConfig, KvError, VersionInfo};
 
-const META_VERSION: u32 = 1;
+/// Metadata that names where its versions' wrapped keys are (`adjacent_from`). Builds that knew
+/// only version 1 refuse it as corrupt instead of looking for the records in the wrong place.
+const META_VERSION: u32 = 2;
+/// Metadata written before wrapped keys sat beside their data: every version has its key
+/// under `dkey/`.
+const META_VERSION_SPLIT: u32 = 1;
 const CONFIG_VERSION: u32 = 1;
 
 pub(crate) fn to_nanos(time: SystemTime) -> u64 {
@@ -48,6 +53,9 @@ struct StoredMeta {
     #[serde(default)]
     custom_metadata: Option<BTreeMap<String, String>>,
     versions: BTreeMap<u64, StoredVersion>,
+    /// The first version whose wrapped key sits beside its data (absent in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    adjacent_from: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,9 +75,11 @@ fn corrupt(what: &str, err: &dyn std::fmt::Display) -> KvError {
 pub(crate) fn decode_meta(bytes: &[u8]) -> Result<KeyMetadata, KvError> {
     let stored: StoredMeta =
         serde_json::from_slice(bytes).map_err(|err| corrupt("metadata record", &err))?;
-    if stored.v != META_VERSION {
-        return Err(corrupt("metadata record", &"unknown version"));
-    }
+    let adjacent_from = match stored.v {
+        META_VERSION_SPLIT if stored.adjacent_from.is_none() => None,
+        META_VERSION => stored.adjacent_from,
+        _ => return Err(corrupt("metadata record", &"unknown version")),
+    };
     Ok(KeyMetadata {
         current_version: stored.current,
         oldest_version: stored.oldest,
@@ -94,12 +104,19 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Result<KeyMetadata, KvError> {
                 )
             })
             .collect(),
+        adjacent_from,
     })
 }
 
 pub(crate) fn encode_meta(meta: &KeyMetadata) -> Vec<u8> {
     let stored = StoredMeta {
-        v: META_VERSION,
+        // Metadata that never had a version written by this build keeps version 1, so a key
+        // created with `metadata/` alone stays readable by the builds before.
+        v: if meta.adjacent_from.is_some() {
+            META_VERSION
+        } else {
+            META_VERSION_SPLIT
+        },
         current: meta.current_version,
         oldest: meta.oldest_version,
         created: to_nanos(meta.created_time),
@@ -122,6 +139,7 @@ pub(crate) fn encode_meta(meta: &KeyMetadata) -> Vec<u8> {
                 )
             })
             .collect(),
+        adjacent_from: meta.adjacent_from,
     };
     // Plain integers, booleans and string maps always serialize.
     #[allow(clippy::expect_used)]

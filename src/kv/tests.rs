@@ -40,6 +40,26 @@ async fn raw_keys(arca: &Arca, prefix: &str) -> Vec<String> {
     arca.barrier().backend().list(prefix).await.unwrap()
 }
 
+/// The data and the wrapped-key records of `path`'s versions written by this build.
+async fn version_records(
+    arca: &Arca,
+    mount: &MountEntry,
+    path: &str,
+) -> (Vec<String>, Vec<String>) {
+    raw_keys(arca, &format!("{}data/{path}/", mount.storage_prefix()))
+        .await
+        .into_iter()
+        .partition(|k| !k.ends_with(WRAPPED_KEY_SUFFIX))
+}
+
+fn data_record(mount: &MountEntry, path: &str, version: u64) -> String {
+    format!("{}data/{path}/{version}", mount.storage_prefix())
+}
+
+fn dkey_record(mount: &MountEntry, path: &str, version: u64) -> String {
+    format!("{}{WRAPPED_KEY_SUFFIX}", data_record(mount, path, version))
+}
+
 #[tokio::test]
 async fn versions_cas_and_reads() {
     let (arca, mount) = arca().await;
@@ -138,9 +158,8 @@ async fn max_versions_prunes_records_too() {
     assert_eq!(meta.versions.keys().copied().collect::<Vec<_>>(), [3, 4, 5]);
     assert_eq!(meta.oldest_version, 3);
     assert!(kv.read(&mount, "p", Some(2)).await.unwrap().is_none());
-    let data_keys = raw_keys(&arca, &format!("{}data/p/", mount.storage_prefix())).await;
+    let (data_keys, dkeys) = version_records(&arca, &mount, "p").await;
     assert_eq!(data_keys.len(), 3, "{data_keys:?}");
-    let dkeys = raw_keys(&arca, &format!("{}dkey/p/", mount.storage_prefix())).await;
     assert_eq!(dkeys.len(), 3);
 
     // Lowering max_versions a lot prunes in several batches at the next write.
@@ -178,7 +197,7 @@ async fn max_versions_prunes_records_too() {
         [120, 121]
     );
     assert_eq!(meta.oldest_version, 120);
-    let left = raw_keys(&arca, &format!("{}data/q/", mount.storage_prefix())).await;
+    let (left, _) = version_records(&arca, &mount, "q").await;
     assert_eq!(left.len(), 2);
 }
 
@@ -204,9 +223,8 @@ async fn delete_undelete_destroy() {
         Err(KvError::InvalidRequest(_))
     ));
 
-    let prefix = mount.storage_prefix();
-    let data_key = format!("{prefix}data/s/2");
-    let dkey_key = format!("{prefix}dkey/s/2");
+    let data_key = data_record(&mount, "s", 2);
+    let dkey_key = dkey_record(&mount, "s", 2);
     let old_ciphertext = arca.barrier().get(&data_key).await.unwrap().unwrap();
     kv.destroy_versions(&mount, "s", &[2]).await.unwrap();
     let info = gone(&arca, &mount, "s", Some(2)).await;
@@ -219,7 +237,7 @@ async fn delete_undelete_destroy() {
     // The old ciphertext cannot be opened with any wrapped key that is left.
     let other_wrapped = arca
         .barrier()
-        .get(&format!("{prefix}dkey/s/3"))
+        .get(&dkey_record(&mount, "s", 3))
         .await
         .unwrap()
         .unwrap();
@@ -265,10 +283,7 @@ async fn many_versions_destroyed_and_deleted_in_batches() {
     let meta = kv.read_metadata(&mount, "big").await.unwrap().unwrap();
     assert_eq!(meta.versions.values().filter(|v| v.destroyed).count(), 100);
     let prefix = mount.storage_prefix();
-    assert_eq!(
-        raw_keys(&arca, &format!("{prefix}data/big/")).await.len(),
-        30
-    );
+    assert_eq!(version_records(&arca, &mount, "big").await.0.len(), 30);
     kv.delete_metadata(&mount, "big").await.unwrap();
     assert!(kv.read_metadata(&mount, "big").await.unwrap().is_none());
     assert!(raw_keys(&arca, &format!("{prefix}data/")).await.is_empty());
@@ -314,12 +329,15 @@ async fn patch_merges() {
 async fn lists_children_and_folders() {
     let (arca, mount) = arca().await;
     let kv = arca.kv();
-    for path in ["a", "a/b", "a/c/d", "b-x", "z/1", "z/2"] {
+    for path in ["a", "a/b", "a/c/d", "b-x", "z/1", "z/2", "a b"] {
         kv.write(&mount, path, &data(json!({"k": "v"})), None)
             .await
             .unwrap();
     }
-    assert_eq!(kv.list(&mount, "").await.unwrap(), ["a", "a/", "b-x", "z/"]);
+    assert_eq!(
+        kv.list(&mount, "").await.unwrap(),
+        ["a", "a b", "a/", "b-x", "z/"]
+    );
     assert_eq!(kv.list(&mount, "a").await.unwrap(), ["b", "c/"]);
     assert_eq!(kv.list(&mount, "a/c/").await.unwrap(), ["d"]);
     assert!(kv.list(&mount, "nothing/").await.unwrap().is_empty());
@@ -665,6 +683,129 @@ async fn a_failed_write_leaves_the_key_as_it_was() {
             .unwrap()
             .is_none()
     );
-    let after = raw_keys(&arca, &format!("{}data/", mount.storage_prefix())).await;
+    let (after, _) = version_records(&arca, &mount, "k").await;
     assert_eq!(after.len(), 1, "{after:?}");
+}
+
+/// Stores version `n` of `path` as the builds before adjacent version records did, under
+/// `data/<path>/<n>` and `dkey/<path>/<n>`.
+async fn put_first_layout_version(arca: &Arca, mount: &MountEntry, path: &str, n: u64) {
+    let key_id = arca.kv().key_id().await.unwrap().to_owned();
+    let json = json!({ "n": n }).to_string();
+    let sealed = cipher::seal(
+        arca.kms().as_ref(),
+        &key_id,
+        mount.uuid(),
+        path,
+        n,
+        json.as_bytes(),
+    )
+    .await
+    .unwrap();
+    let prefix = mount.storage_prefix();
+    let barrier = arca.barrier();
+    barrier
+        .put(&format!("{prefix}data/{path}/{n}"), &sealed.ciphertext)
+        .await
+        .unwrap();
+    barrier
+        .put(&format!("{prefix}dkey/{path}/{n}"), &sealed.wrapped_key)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn versions_of_the_first_layout_stay_readable_and_leave_with_their_key() {
+    let (arca, mount) = arca().await;
+    let kv = arca.kv();
+    let prefix = mount.storage_prefix();
+    let dkey_prefix = format!("{prefix}dkey/");
+    let first_layout_keys = || raw_keys(&arca, &dkey_prefix);
+    // A key as an earlier build left it: metadata version 1, wrapped keys under dkey/.
+    put_first_layout_version(&arca, &mount, "old", 1).await;
+    put_first_layout_version(&arca, &mount, "old", 2).await;
+    let meta_v1 = json!({
+        "v": 1, "current": 2, "oldest": 0, "created": 1_000, "updated": 2_000,
+        "max_versions": 3,
+        "versions": { "1": { "created": 1_000 }, "2": { "created": 2_000 } },
+    });
+    arca.barrier()
+        .put(&format!("{prefix}meta/old"), meta_v1.to_string().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(live(&arca, &mount, "old", Some(1)).await["n"], 1);
+    assert_eq!(live(&arca, &mount, "old", None).await["n"], 2);
+
+    // The next write puts its key beside its data; the old versions stay where they are.
+    kv.write(&mount, "old", &data(json!({ "n": 3 })), None)
+        .await
+        .unwrap();
+    let (data_keys, dkeys) = version_records(&arca, &mount, "old").await;
+    assert_eq!(data_keys.len(), 3);
+    assert_eq!(dkeys, [dkey_record(&mount, "old", 3)]);
+    assert_eq!(first_layout_keys().await.len(), 2);
+    let stored = arca
+        .barrier()
+        .get(&format!("{prefix}meta/old"))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: Value = serde_json::from_slice(stored.expose_secret()).unwrap();
+    assert_eq!(
+        (stored["v"].as_u64(), stored["adjacent_from"].as_u64()),
+        (Some(2), Some(3))
+    );
+    for n in 1..=3 {
+        assert_eq!(live(&arca, &mount, "old", Some(n)).await["n"], n);
+    }
+
+    // Destroying and pruning remove the records of the first layout.
+    kv.destroy_versions(&mount, "old", &[1]).await.unwrap();
+    assert_eq!(first_layout_keys().await, [format!("{prefix}dkey/old/2")]);
+    assert_eq!(version_records(&arca, &mount, "old").await.0.len(), 2);
+    for n in 4..=5 {
+        kv.write(&mount, "old", &data(json!({ "n": n })), None)
+            .await
+            .unwrap();
+    }
+    let meta = kv.read_metadata(&mount, "old").await.unwrap().unwrap();
+    assert_eq!(meta.versions.keys().copied().collect::<Vec<_>>(), [3, 4, 5]);
+    assert!(first_layout_keys().await.is_empty());
+    let (data_keys, dkeys) = version_records(&arca, &mount, "old").await;
+    assert_eq!((data_keys.len(), dkeys.len()), (3, 3));
+    kv.delete_metadata(&mount, "old").await.unwrap();
+    assert!(
+        raw_keys(&arca, &prefix)
+            .await
+            .iter()
+            .all(|k| k.ends_with("config"))
+    );
+}
+
+#[test]
+fn metadata_versions_name_their_layout() {
+    let stored = |v: u32, adjacent: Option<u64>| {
+        let mut doc = json!({
+            "v": v, "current": 1, "oldest": 0, "created": 1, "updated": 1,
+            "versions": { "1": { "created": 1 } },
+        });
+        if let Some(first) = adjacent {
+            doc["adjacent_from"] = first.into();
+        }
+        meta::decode_meta(doc.to_string().as_bytes()).map(|m| m.adjacent_from)
+    };
+    assert_eq!(stored(1, None).unwrap(), None);
+    assert_eq!(stored(2, Some(1)).unwrap(), Some(1));
+    assert!(matches!(stored(1, Some(1)), Err(KvError::Corrupt)));
+    assert!(matches!(stored(3, Some(1)), Err(KvError::Corrupt)));
+    // Metadata with no version written by this build stays version 1 for earlier builds.
+    let mut meta = KeyMetadata::new(SystemTime::UNIX_EPOCH);
+    let doc: Value = serde_json::from_slice(&meta::encode_meta(&meta)).unwrap();
+    assert_eq!(doc["v"], 1);
+    meta.adjacent_from = Some(4);
+    let doc: Value = serde_json::from_slice(&meta::encode_meta(&meta)).unwrap();
+    assert_eq!(
+        (doc["v"].as_u64(), doc["adjacent_from"].as_u64()),
+        (Some(2), Some(4))
+    );
 }
