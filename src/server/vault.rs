@@ -180,6 +180,34 @@ pub(crate) async fn authorize_all(
     Ok(caller_of(entry, headers))
 }
 
+/// As [`authorize`] for a write that needs `create` on a new key and `update` on an existing
+/// one (Vault's existence check). `exists` runs only when its answer matters: when the
+/// policies grant one of the two and not the other. A token that may do both (root, or a
+/// policy with `create` and `update`) writes without that extra read of the key.
+pub(crate) async fn authorize_create_or_update(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    exists: impl Future<Output = bool>,
+) -> Result<Caller, ApiError> {
+    let entry = resolve(state, headers).await?;
+    let acl = state.arca.policies().acl(&entry.policies).await?;
+    let allowed = match (
+        acl.allows(path, Capability::Create),
+        acl.allows(path, Capability::Update),
+    ) {
+        (true, true) => true,
+        (false, false) => false,
+        // Only `create`: allowed on a new key. Only `update`: on an existing one.
+        (create_only, _) => create_only != exists.await,
+    };
+    if !allowed {
+        return Err(ApiError::permission_denied());
+    }
+    let entry = use_token(state, headers).await?;
+    Ok(caller_of(entry, headers))
+}
+
 /// The request context of a resolved token.
 pub(crate) fn caller_of(entry: TokenEntry, headers: &HeaderMap) -> Caller {
     Caller {

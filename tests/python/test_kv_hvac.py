@@ -417,6 +417,8 @@ def test_policies_map_to_vault_capabilities(vault):
         """
         path "secret/data/app/*"     { capabilities = ["read"] }
         path "secret/data/new/*"     { capabilities = ["create"] }
+        path "secret/data/upd/*"     { capabilities = ["update"] }
+        path "secret/data/both/*"    { capabilities = ["create", "update"] }
         path "secret/data/patchable" { capabilities = ["patch", "read"] }
         path "secret/data/deletable" { capabilities = ["delete"] }
         path "secret/destroy/app/*"  { capabilities = ["update"] }
@@ -439,6 +441,15 @@ def test_policies_map_to_vault_capabilities(vault):
     with pytest.raises(exceptions.Forbidden):
         read(limited, "new/key")
     assert read(vault, "new/key")["data"]["metadata"]["version"] == 1
+    # `update` alone the other way round; with both, new and existing keys alike.
+    with pytest.raises(exceptions.Forbidden):
+        put(limited, "upd/key", {"v": 1})
+    put(vault, "upd/key", {"v": 1})
+    put(limited, "upd/key", {"v": 2})
+    put(limited, "both/key", {"v": 1})
+    put(limited, "both/key", {"v": 2})
+    assert read(vault, "upd/key")["data"]["metadata"]["version"] == 2
+    assert read(vault, "both/key")["data"]["metadata"]["version"] == 2
 
     put(vault, "patchable", {"a": 1})
     patch = raw(

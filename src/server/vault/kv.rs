@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Map, Value, json};
 
-use super::{Capability, VaultJson, authorize, envelope, rfc3339};
+use super::{Capability, VaultJson, authorize, authorize_create_or_update, envelope, rfc3339};
 use crate::kv::duration::{format_duration, format_go, parse_secs, parse_signed_secs};
 use crate::kv::{
     ConfigUpdate, DeleteVersionAfter, KeyMetadata, KvError, MetadataPatch, MetadataUpdate,
@@ -511,19 +511,10 @@ impl Ctx<'_> {
     /// failure to tell (a malformed path, say) counts as new; the operation itself then
     /// reports the problem, after the capability check.
     async fn authorize_write(&self) -> Result<(), ApiError> {
-        let exists = self
-            .state
-            .arca
-            .kv()
-            .exists(self.mount, self.key)
-            .await
-            .unwrap_or(false);
-        self.authorize(if exists {
-            Capability::Update
-        } else {
-            Capability::Create
-        })
-        .await
+        let kv = self.state.arca.kv();
+        let exists = async { kv.exists(self.mount, self.key).await.unwrap_or(false) };
+        authorize_create_or_update(self.state, self.headers, self.full_path, exists).await?;
+        Ok(())
     }
 
     fn ok(&self, data: Value) -> Response {
