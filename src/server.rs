@@ -82,13 +82,7 @@ pub fn app(arca: Arc<Arca>, options: ServerOptions) -> Router {
         .fallback(fallback)
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(limit))
-        // Response wrapping and the audit log see every route's answer; the audit layer is
-        // outside wrapping, so it logs what the client gets (a wrapping token, redacted).
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            vault::wrapping::layer,
-        ))
-        .layer(middleware::from_fn_with_state(state, vault::audit::layer))
+        .layer(middleware::from_fn_with_state(state, audit_and_wrapping))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
@@ -98,6 +92,20 @@ pub fn app(arca: Arc<Arca>, options: ServerOptions) -> Router {
         .layer(middleware::from_fn(move |request, next| {
             request_envelope(request, next, limit)
         }))
+}
+
+/// The audit log and response wrapping, which see every route's answer, as one layer (each
+/// axum middleware clones and boxes everything inside it at every request). The audit log is
+/// outside wrapping, so it logs what the client gets (a wrapping token, redacted).
+async fn audit_and_wrapping(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    vault::audit::around(&state, request, |request| {
+        vault::wrapping::around(&state, request, |request| next.run(request))
+    })
+    .await
 }
 
 /// The outermost layer, in this order: gives the request an id
@@ -124,44 +132,16 @@ async fn request_envelope(mut request: Request, next: Next, limit: usize) -> Res
     response
 }
 
-/// A random UUID-v4-shaped request id.
-///
-/// The randomness comes from a per-thread pool refilled [`REQUEST_ID_POOL`] bytes at a time,
-/// not from one system call per request: a request id must be unique, not secret. An empty id
+/// A random UUID-v4-shaped request id, from the per-thread pool of nonces
+/// ([`arca_storage::keys::fill_nonce`]): a request id must be unique, not secret. An empty id
 /// if the system's generator fails.
 fn new_request_id() -> String {
-    use std::cell::RefCell;
-    struct Pool {
-        bytes: [u8; REQUEST_ID_POOL],
-        used: usize,
-    }
-    thread_local! {
-        static POOL: RefCell<Pool> = const {
-            RefCell::new(Pool { bytes: [0; REQUEST_ID_POOL], used: REQUEST_ID_POOL })
-        };
-    }
     let mut id = [0u8; 16];
-    let filled = POOL.with_borrow_mut(|pool| {
-        if pool.used + id.len() > pool.bytes.len() {
-            if arca_storage::keys::fill_random(&mut pool.bytes).is_err() {
-                return false;
-            }
-            pool.used = 0;
-        }
-        id.copy_from_slice(&pool.bytes[pool.used..pool.used + 16]);
-        // Taken bytes are not handed out twice.
-        pool.bytes[pool.used..pool.used + 16].fill(0);
-        pool.used += 16;
-        true
-    });
-    if !filled {
+    if arca_storage::keys::fill_nonce(&mut id).is_err() {
         return String::new();
     }
     crate::kms::blob::format_uuid_v4(id)
 }
-
-/// How many random bytes a thread draws at once for request ids (256 ids).
-const REQUEST_ID_POOL: usize = 4096;
 
 /// How long the rest of an unread request body may take to arrive and be thrown away.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -478,7 +458,7 @@ mod tests {
 
     #[test]
     fn request_ids_are_distinct_uuid_v4_strings_across_pool_refills() {
-        let count = 3 * REQUEST_ID_POOL / 16 + 7;
+        let count = 3 * arca_storage::keys::NONCE_POOL_BYTES / 16 + 7;
         let ids: std::collections::HashSet<String> = (0..count).map(|_| new_request_id()).collect();
         assert_eq!(ids.len(), count);
         for id in &ids {

@@ -1465,7 +1465,7 @@ impl Scope<'_> {
         let material = self.material(key, version).await?;
         let header = blob::header(algorithm, &key.uuid, version);
         let mut nonce = [0u8; NONCE_LEN];
-        arca_storage::keys::fill_random(&mut nonce)?;
+        arca_storage::keys::fill_nonce(&mut nonce)?;
         let sealed = material.aead_seal(&nonce, &blob::aad(&header, context), plaintext)?;
         let mut out = Vec::with_capacity(header.len() + NONCE_LEN + sealed.len());
         out.extend_from_slice(&header);

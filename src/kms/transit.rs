@@ -679,7 +679,7 @@ impl Transit<'_> {
     ) -> Result<String, TransitError> {
         let material = self.scope.usable_material(&loaded.key, version).await?;
         let mut nonce = [0u8; NONCE_LEN];
-        arca_storage::keys::fill_random(&mut nonce).map_err(KmsError::from)?;
+        arca_storage::keys::fill_nonce(&mut nonce).map_err(KmsError::from)?;
         let sealed = material.aead_seal(&nonce, associated_data, plaintext)?;
         let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
         raw.extend_from_slice(&nonce);

@@ -21,7 +21,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::backend::MAX_KEY_LEN;
-use crate::keys::{KEY_LEN, Plaintext, RandomError, fill_random};
+use crate::keys::{KEY_LEN, Plaintext, RandomError, fill_nonce};
 
 /// The only format version this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -175,7 +175,7 @@ impl RecordCipher {
     /// [`SealError`] when the OS generator fails or the path is too long.
     pub fn seal(&self, term: u32, path: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce)?;
+        fill_nonce(&mut nonce)?;
         self.seal_with_nonce(term, path, plaintext, &nonce)
     }
 

@@ -25,6 +25,50 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
     getrandom::fill(buf).map_err(|_| RandomError)
 }
 
+/// How many bytes of the operating system's generator a thread draws at once for
+/// [`fill_nonce`].
+pub const NONCE_POOL_BYTES: usize = 4096;
+
+/// Fills `buf` with bytes of the operating system's CSPRNG, like [`fill_random`], but draws
+/// them from a per-thread pool refilled [`NONCE_POOL_BYTES`] at a time: one system call per
+/// 170 XChaCha20 nonces instead of one per nonce, which showed as 3% of the CPU time of a
+/// transit encryption.
+///
+/// Only for values that must be unique and unpredictable but are public once used: AEAD
+/// nonces, request ids. Never for keys, whose bytes must live nowhere but in the key: the pool
+/// holds bytes before they are handed out. Bytes handed out are erased from the pool, so none
+/// is handed out twice. A forked child would share its parent's pool; arca forks only to
+/// `exec` (child processes), never to run its own code in the child.
+///
+/// # Errors
+/// [`RandomError`] when the OS generator fails.
+pub fn fill_nonce(buf: &mut [u8]) -> Result<(), RandomError> {
+    use std::cell::RefCell;
+    struct Pool {
+        bytes: [u8; NONCE_POOL_BYTES],
+        used: usize,
+    }
+    thread_local! {
+        static POOL: RefCell<Pool> = const {
+            RefCell::new(Pool { bytes: [0; NONCE_POOL_BYTES], used: NONCE_POOL_BYTES })
+        };
+    }
+    if buf.len() > NONCE_POOL_BYTES / 4 {
+        return fill_random(buf);
+    }
+    POOL.with_borrow_mut(|pool| {
+        if pool.used + buf.len() > NONCE_POOL_BYTES {
+            fill_random(&mut pool.bytes)?;
+            pool.used = 0;
+        }
+        let taken = &mut pool.bytes[pool.used..pool.used + buf.len()];
+        buf.copy_from_slice(taken);
+        taken.fill(0);
+        pool.used += buf.len();
+        Ok(())
+    })
+}
+
 /// A key given bytes of the wrong length.
 #[derive(Debug, thiserror::Error)]
 #[error("a key must be exactly {KEY_LEN} bytes")]
@@ -175,6 +219,36 @@ impl Eq for Plaintext {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonces_never_repeat_across_pool_refills_sizes_and_threads() {
+        use std::collections::HashSet;
+        // Sizes that do not divide the pool, so refills happen part way through a nonce, and
+        // one larger than a quarter of the pool, which goes to the system directly.
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        for round in 0..3 * NONCE_POOL_BYTES / 24 {
+            let len = [24, 12, 16, 7, NONCE_POOL_BYTES / 4 + 1][round % 5];
+            let mut nonce = vec![0u8; len];
+            fill_nonce(&mut nonce).unwrap();
+            assert!(
+                nonce.iter().any(|b| *b != 0),
+                "an all-zero nonce of {len} bytes"
+            );
+            assert!(seen.insert(nonce), "a nonce repeated at round {round}");
+        }
+        let other: Vec<Vec<u8>> = std::thread::spawn(|| {
+            (0..400)
+                .map(|_| {
+                    let mut nonce = vec![0u8; 24];
+                    fill_nonce(&mut nonce).unwrap();
+                    nonce
+                })
+                .collect()
+        })
+        .join()
+        .unwrap();
+        assert!(other.iter().all(|n| !seen.contains(n)));
+    }
 
     #[test]
     fn debug_never_prints_key_bytes() {

@@ -18,7 +18,6 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Map, Value, json};
@@ -127,17 +126,24 @@ const UNAUDITED: &[&str] = &[
 ];
 
 /// The audit layer: see the module documentation.
-pub(crate) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+///
+/// `inner` answers the request: the layers and routes inside this one (see
+/// [`crate::server::app`], which runs this layer and its neighbour as one).
+pub(crate) async fn around<F, Fut>(state: &AppState, request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let log: &AuditLog = state.arca.audit();
     if !log.is_enabled() || UNAUDITED.contains(&request.uri().path()) {
-        return next.run(request).await;
+        return inner(request).await;
     }
     let Ok(key) = log.key() else {
         // Sealed: no key to redact with, and nothing reachable to audit.
-        return next.run(request).await;
+        return inner(request).await;
     };
     let (parts, body) = request.into_parts();
-    let auth = identity(&state, &key, &parts.headers).await;
+    let auth = identity(state, &key, &parts.headers).await;
     let bytes = match axum::body::to_bytes(body, state.options.max_request_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -185,9 +191,7 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
         return audit_failure(&err);
     }
 
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let response = inner(Request::from_parts(parts, Body::from(bytes))).await;
 
     let (parts, body) = response.into_parts();
     let Ok(bytes): Result<Bytes, _> = axum::body::to_bytes(body, usize::MAX).await else {

@@ -18,7 +18,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
@@ -83,19 +82,26 @@ async fn wrap_bytes(
 }
 
 /// The wrapping layer: see the module documentation.
-pub(crate) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+///
+/// `inner` answers the request: the layers and routes inside this one (see
+/// [`crate::server::app`], which runs this layer and its neighbour as one).
+pub(crate) async fn around<F, Fut>(state: &AppState, request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let Some(raw) = request.headers().get(WRAP_TTL_HEADER) else {
-        return next.run(request).await;
+        return inner(request).await;
     };
     let path = request.uri().path().to_owned();
     let Some(logical) = path.strip_prefix("/v1/") else {
-        return next.run(request).await;
+        return inner(request).await;
     };
     if matches!(
         logical,
         "sys/wrapping/unwrap" | "sys/wrapping/lookup" | "sys/wrapping/rewrap"
     ) {
-        return next.run(request).await;
+        return inner(request).await;
     }
     let ttl = match raw
         .to_str()
@@ -109,14 +115,14 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
         }
     };
     if ttl == 0 {
-        return next.run(request).await;
+        return inner(request).await;
     }
     let request_id = request
         .extensions()
         .get::<RequestId>()
         .cloned()
         .unwrap_or_else(|| RequestId(String::new()));
-    let response = next.run(request).await;
+    let response = inner(request).await;
     if response.status() != StatusCode::OK {
         return response;
     }
@@ -139,7 +145,7 @@ pub(crate) async fn layer(State(state): State<AppState>, request: Request, next:
         obj.remove("request_id");
     }
     let stored = original.to_string();
-    match wrap_bytes(&state, ttl, logical, stored.as_bytes(), wrapped_accessor).await {
+    match wrap_bytes(state, ttl, logical, stored.as_bytes(), wrapped_accessor).await {
         Ok((token, entry)) => wrapped_response(&request_id, token.expose_secret(), &entry),
         Err(err) => err.into_response(),
     }
