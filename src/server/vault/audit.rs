@@ -1,6 +1,6 @@
 //! The audit layer over every route, and `sys/audit` (list), `sys/audit-hash/<device>`.
 //!
-//! [`layer`] writes one line before a request reaches its handler and one after, through
+//! [`around`] writes one line before a request reaches its handler and one after, through
 //! [`crate::audit::AuditLog`]: time, request id, path, operation, the caller's identity
 //! (token HMAC, accessor HMAC, policies, AppRole role), remote address, and the request and
 //! response bodies with every string and number replaced by its HMAC. If the request line

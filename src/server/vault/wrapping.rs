@@ -3,7 +3,7 @@
 //! a second unwrap, or one after the TTL, finds nothing. So a secret can travel through an
 //! untrusted hand (a CI log, a ticket) and any interception shows as a failed unwrap.
 //!
-//! - [`layer`] wraps every successful JSON answer that carries `data` or `auth` when the
+//! - [`around`] wraps every successful JSON answer that carries `data` or `auth` when the
 //!   request has `X-Vault-Wrap-TTL` (any read, token creation, AppRole secret ids, ...);
 //! - `sys/wrapping/wrap` wraps the request's own body (and insists on the header);
 //! - `sys/wrapping/unwrap`, `lookup` and `rewrap` take the wrapping token in the body or as
