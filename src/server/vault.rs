@@ -245,8 +245,9 @@ pub(crate) async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Tok
 /// Counts one use of a token [`resolve`] just found, when it has a use limit. A token without
 /// one (most tokens, root included) has nothing to count, and is taken as resolved rather than
 /// looked up a second time (a second HMAC of the token, cache lookup and copy of its entry:
-/// about a tenth of the server's CPU per KV read or transit encryption). A token revoked between the two steps is served this one request,
-/// as it would be if it were revoked just after the count.
+/// about a tenth of the server's CPU per KV read or transit encryption). A token revoked
+/// between the two steps is served this one request, as it would be if it were revoked just
+/// after the count.
 async fn use_resolved(
     state: &AppState,
     headers: &HeaderMap,
