@@ -1119,6 +1119,24 @@ def fmt_ratio(value: float) -> str:
     return f"{value:.2f}×" if value < 10 else f"{value:.0f}×"
 
 
+def link_order_note() -> str:
+    """Whether `src/arca.order` was made for this build's compiler and dependencies. Its
+    names carry a hash of both; when either differs, lld finds few of them, the binary keeps
+    its usual layout, and idle memory is that of an unordered binary (README, "Idle memory")."""
+    import symbol_order  # beside this file; it imports this module, so not at the top
+
+    order = symbol_order.ORDER_FILE
+    if not order.exists():
+        return "Link order: no `src/arca.order`, the binary has its usual layout."
+    recorded = [line[2:].strip() for line in order.read_text().splitlines() if line.startswith("# ")]
+    current = symbol_order.order_file_stamp()
+    if all(line in recorded for line in current[1:]):
+        return f"Link order: `src/arca.order` matches this build ({current[1]}, {current[2]})."
+    return (f"Link order: **`src/arca.order` was made for another build** (it records {recorded[1:]}, this "
+            f"build is {current[1:]}): the hot functions are not grouped, so idle memory is higher than it "
+            "would be. Run benches/compare/symbol_order.py (see its docstring) to make it again.")
+
+
 class Report:
     def __init__(self, h: Harness):
         self.h = h
@@ -1162,6 +1180,7 @@ class Report:
                      "Cells: median (min–max). Ratios are of medians. Servers: arca (redb, group commit, "
                      "Shamir 5/3), OpenBao 2.7.2 (raft, Shamir 5/3), moto's server 5.2.5, and the hello "
                      "server (axum, answers everything) as the HTTP ceiling of the machine.\n")
+        lines.append(link_order_note() + "\n")
         lines.append("## Throughput (successful requests/s)\n")
         lines.append("| workload | conc. | arca | peer | peer | hello | arca/peer | arca/hello |")
         lines.append("|---|---|---|---|---|---|---|---|")
