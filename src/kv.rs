@@ -102,6 +102,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arca_storage::{Barrier, BarrierError, BarrierOp, Plaintext};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, RwLock};
 
@@ -252,6 +253,19 @@ impl SecretData {
     pub fn to_json(&self) -> Result<Map<String, Value>, KvError> {
         match serde_json::from_slice(self.0.expose_secret()) {
             Ok(Value::Object(object)) => Ok(object),
+            _ => Err(KvError::Corrupt),
+        }
+    }
+
+    /// The data as raw JSON text to embed in an answer, checked to be one JSON object
+    /// without building it.
+    ///
+    /// # Errors
+    /// [`KvError::Corrupt`] if the stored bytes are not a JSON object.
+    pub fn as_raw_json(&self) -> Result<&RawValue, KvError> {
+        let text = std::str::from_utf8(self.0.expose_secret()).map_err(|_| KvError::Corrupt)?;
+        match serde_json::from_str::<&RawValue>(text) {
+            Ok(raw) if raw.get().starts_with('{') => Ok(raw),
             _ => Err(KvError::Corrupt),
         }
     }

@@ -1131,7 +1131,7 @@ def link_order_note() -> str:
     recorded = [line[2:].strip() for line in order.read_text().splitlines() if line.startswith("# ")]
     current = symbol_order.order_file_stamp()
     if all(line in recorded for line in current[1:]):
-        return f"Link order: `src/arca.order` matches this build ({current[1]}, {current[2]})."
+        return f"Link order: `src/arca.order` matches this build ({', '.join(current[1:])})."
     return (f"Link order: **`src/arca.order` was made for another build** (it records {recorded[1:]}, this "
             f"build is {current[1:]}): the hot functions are not grouped, so idle memory is higher than it "
             "would be. Run benches/compare/symbol_order.py (see its docstring) to make it again.")

@@ -17,8 +17,9 @@ correctness.
 The names carry a hash of the compiler, the locked dependencies and the build profile, so
 the traced binary must be the release build itself, only unstripped. `-C strip=none` given to
 rustc for the final link alone keeps every hash; changing the profile (`strip = false`) would
-not. Run it again after a toolchain or dependency update (the harness's report says when the
-list no longer matches) or after large changes to the request paths:
+not. Run it again after a toolchain, dependency or manifest change (the harness's report
+says when the list no longer matches: a feature turned on in a dependency renames all its
+code) or after large changes to the request paths:
 
     cargo rustc --release --bin arca -- -C strip=none
     target/compare-venv/bin/python benches/compare/symbol_order.py target/release/arca
@@ -119,12 +120,16 @@ def self_costs(profile: Path) -> dict[str, int]:
 
 
 def order_file_stamp() -> list[str]:
-    """What the symbol names depend on besides the code: the compiler and the locked
-    dependencies (both go into every name's hash). The harness compares it with the build."""
+    """What the symbol names depend on besides the code: the compiler, the locked
+    dependencies and the manifests (their features and profiles); all go into every name's
+    hash. The harness compares it with the build it measures."""
     rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True, check=True).stdout.strip()
-    lock = hashlib.sha256((ROOT / "Cargo.lock").read_bytes()).hexdigest()[:16]
-    return [f"made by benches/compare/symbol_order.py; lld reads lines starting with # as comments",
-            f"toolchain: {rustc}", f"Cargo.lock: {lock}"]
+
+    def digest(*paths: str) -> str:
+        return hashlib.sha256(b"".join((ROOT / p).read_bytes() for p in paths)).hexdigest()[:16]
+    return ["made by benches/compare/symbol_order.py; lld reads lines starting with # as comments",
+            f"toolchain: {rustc}", f"Cargo.lock: {digest('Cargo.lock')}",
+            f"manifests: {digest('Cargo.toml', 'storage/Cargo.toml')}"]
 
 
 def main() -> int:

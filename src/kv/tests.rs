@@ -809,3 +809,19 @@ fn metadata_versions_name_their_layout() {
         (Some(2), Some(4))
     );
 }
+
+#[test]
+fn secret_data_embeds_as_raw_json_only_when_it_is_an_object() {
+    let data = SecretData::from_object(json!({ "b": "2", "a": 1 }).as_object().unwrap()).unwrap();
+    let raw = data.as_raw_json().unwrap();
+    assert_eq!(raw.get(), r#"{"a":1,"b":"2"}"#);
+    assert_eq!(
+        serde_json::to_string(&json!({ "data": raw })).unwrap(),
+        r#"{"data":{"a":1,"b":"2"}}"#
+    );
+    for stored in [&b"[1,2]"[..], b"\"text\"", b"{\"a\":", b"\xff\xfe", b""] {
+        let data = SecretData(Plaintext::new(stored.to_vec()));
+        assert!(matches!(data.as_raw_json(), Err(KvError::Corrupt)));
+        assert!(matches!(data.to_json(), Err(KvError::Corrupt)));
+    }
+}

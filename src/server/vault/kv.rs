@@ -23,9 +23,11 @@ use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::{Capability, VaultJson, authorize, authorize_create_or_update, envelope, rfc3339};
+use super::{Capability, Envelope, VaultJson, authorize, authorize_create_or_update, rfc3339};
 use crate::kv::duration::{format_duration, format_go, parse_secs, parse_signed_secs};
 use crate::kv::{
     ConfigUpdate, DeleteVersionAfter, KeyMetadata, KvError, MetadataPatch, MetadataUpdate,
@@ -293,17 +295,38 @@ fn custom_json(custom: Option<&BTreeMap<String, String>>) -> Value {
     custom.map_or(Value::Null, |c| json!(c))
 }
 
-fn version_json(info: &VersionInfo, custom: Option<&BTreeMap<String, String>>) -> Value {
-    json!({
-        "created_time": rfc3339_nano(info.created_time),
-        "custom_metadata": custom_json(custom),
-        "deletion_time": info.deletion_time.map(rfc3339_nano).unwrap_or_default(),
-        "destroyed": info.destroyed,
-        "version": info.version,
-    })
+/// A version's metadata as Vault shows it (`custom_metadata` is null when there is none).
+#[derive(Serialize)]
+struct VersionJson<'a> {
+    created_time: String,
+    custom_metadata: Option<&'a BTreeMap<String, String>>,
+    deletion_time: String,
+    destroyed: bool,
+    version: u64,
 }
 
-fn written_json(written: &Written) -> Value {
+fn version_json<'a>(
+    info: &VersionInfo,
+    custom: Option<&'a BTreeMap<String, String>>,
+) -> VersionJson<'a> {
+    VersionJson {
+        created_time: rfc3339_nano(info.created_time),
+        custom_metadata: custom,
+        deletion_time: info.deletion_time.map(rfc3339_nano).unwrap_or_default(),
+        destroyed: info.destroyed,
+        version: info.version,
+    }
+}
+
+/// A read version: its data embedded as stored (checked to be one JSON object, never parsed
+/// into a tree and written again) and its metadata.
+#[derive(Serialize)]
+struct VersionData<'a> {
+    data: &'a RawValue,
+    metadata: VersionJson<'a>,
+}
+
+fn written_json(written: &Written) -> VersionJson<'_> {
     version_json(&written.info, written.custom_metadata.as_ref())
 }
 
@@ -335,7 +358,7 @@ fn metadata_json(meta: &KeyMetadata) -> Value {
     })
 }
 
-fn respond(status: StatusCode, body: Value) -> Response {
+fn respond(status: StatusCode, body: impl Serialize) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
@@ -517,12 +540,12 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn ok(&self, data: Value) -> Response {
-        respond(StatusCode::OK, envelope(self.request_id, data))
+    fn ok(&self, data: impl Serialize) -> Response {
+        respond(StatusCode::OK, Envelope::new(self.request_id, data))
     }
 
-    fn gone(&self, data: Value) -> Response {
-        respond(StatusCode::NOT_FOUND, envelope(self.request_id, data))
+    fn gone(&self, data: impl Serialize) -> Response {
+        respond(StatusCode::NOT_FOUND, Envelope::new(self.request_id, data))
     }
 
     async fn read_data(&self, query: &HashMap<String, String>) -> Result<Response, ApiError> {
@@ -547,10 +570,10 @@ impl Ctx<'_> {
                 data,
                 info,
                 custom_metadata,
-            }) => Ok(self.ok(json!({
-                "data": Value::Object(data.to_json()?),
-                "metadata": version_json(&info, custom_metadata.as_ref()),
-            }))),
+            }) => Ok(self.ok(VersionData {
+                data: data.as_raw_json()?,
+                metadata: version_json(&info, custom_metadata.as_ref()),
+            })),
         }
     }
 

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use super::{AppState, Capability, VaultJson, authorize, envelope, rfc3339};
+use super::{AppState, Capability, Envelope, VaultJson, authorize, envelope, rfc3339};
 use crate::kms::HashAlgorithm;
 use crate::kms::transit::{
     ConfigUpdate, CreateOptions, Marshaling, SignOptions, TransitError, TransitKeyInfo,
@@ -276,8 +276,8 @@ fn refuse_context(fields: &Fields<'_>) -> Result<(), String> {
     }
 }
 
-fn respond(request_id: &RequestId, data: Value) -> Response {
-    Json(envelope(request_id, data)).into_response()
+fn respond(request_id: &RequestId, data: impl serde::Serialize) -> Response {
+    Json(Envelope::new(request_id, data)).into_response()
 }
 
 /// A batch answer: 400 with every result when any item failed, 200 otherwise.
