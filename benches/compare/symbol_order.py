@@ -9,7 +9,8 @@ pages a server touches are few and the rest of the binary stays on disk.
 How: an unstripped release build runs under `valgrind --tool=callgrind` through a typical
 life: start, initialise 5/3, unseal, mount KV v2 and transit, then the Vault and AWS calls
 clients make (KV write, read, list, metadata, delete; transit encrypt and decrypt; tokens
-and policies; KMS and Secrets Manager through SigV4), a restart and a second unseal. Every
+and policies; KMS and Secrets Manager through SigV4), `arca agent` and `arca run` delivering
+a secret and its rotation, a restart and a second unseal. Every
 function callgrind saw run is written out, the most expensive first. Functions missing from
 the list keep their place after the listed ones; a stale list costs memory, never
 correctness.
@@ -29,6 +30,7 @@ code) or after large changes to the request paths:
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -51,8 +53,8 @@ class TracedArca(c.Arca):
         self.out = out
 
     def argv(self) -> list[str]:
-        return ["valgrind", "--tool=callgrind", "--demangle=no", "--compress-strings=no",
-                "--compress-pos=no", f"--callgrind-out-file={self.out}/callgrind.%p"] + super().argv()
+        server = super().argv()
+        return traced(Path(server[0]), self.out, server[1:])
 
 
 def workload(arca: TracedArca) -> None:
@@ -98,6 +100,50 @@ def workload(arca: TracedArca) -> None:
     c.expect(c.call(arca.port, "GET", "/v1/sys/health"), (200,), "health")
 
 
+def traced(binary: Path, out: Path, args: list[str]) -> list[str]:
+    return ["valgrind", "--tool=callgrind", "--demangle=no", "--compress-strings=no", "--compress-pos=no",
+            f"--callgrind-out-file={out}/callgrind.%p", str(binary)] + args
+
+
+def deliver(arca: TracedArca, procs: c.Processes, binary: Path, work: Path, out: Path) -> None:
+    """`arca agent` rendering a file and `arca run` restarting a child, each through a first
+    delivery and a rotation: the injection commands run from the same binary."""
+    def rotate(value: str) -> None:
+        c.expect(c.call(arca.port, "POST", "/v1/secret/data/inject", {"data": {"password": value}},
+                        token=arca.token), (200,), "KV write for injection")
+
+    def delivered(path: Path, expected: str) -> None:
+        c.wait_until(f"{path.name} holds {expected!r}",
+                     lambda: path.exists() and path.read_text() == expected, 120, interval=0.05)
+
+    token = work / "token"
+    token.write_text(arca.token + "\n")
+    token.chmod(0o600)
+    rendered, config = work / "db.env", work / "agent.toml"
+    config.write_text(f'address = "http://127.0.0.1:{arca.port}"\n[auth]\ntoken_file = "{token}"\n'
+                      f'[[file]]\nname = "db"\ndestination = "{rendered}"\n'
+                      'template = "password={{ secrets.pw }}\\n"\n'
+                      '[file.secrets]\npw = "kv://secret/inject#password"\n')
+    rotate("first")
+    agent = procs.spawn("arca agent", traced(binary, out, ["agent", "--config", str(config)]),
+                        work / "agent.log")
+    delivered(rendered, "password=first\n")
+    rotate("second")
+    delivered(rendered, "password=second\n")
+    procs.stop(agent)
+
+    child_out, child_tmp = work / "env.out", work / "env.tmp"
+    child = ["sh", "-c", f'printf %s "$PW" > "{child_tmp}" && mv "{child_tmp}" "{child_out}"; exec sleep 900']
+    env = dict(os.environ, ARCA_ADDR=f"http://127.0.0.1:{arca.port}", ARCA_TOKEN=arca.token)
+    supervisor = procs.spawn("arca run", traced(binary, out, ["run", "--on-change", "restart", "--env",
+                                                                   "PW=kv://secret/inject#password", "--"] + child),
+                             work / "run.log", env=env)
+    delivered(child_out, "second")
+    rotate("third")
+    delivered(child_out, "third")
+    procs.stop(supervisor)
+
+
 def self_costs(profile: Path) -> dict[str, int]:
     """Instructions spent in each function itself (not its callees), from one callgrind file."""
     costs: dict[str, int] = defaultdict(int)
@@ -132,6 +178,18 @@ def order_file_stamp() -> list[str]:
             f"manifests: {digest('Cargo.toml', 'storage/Cargo.toml')}"]
 
 
+def merged(folder: Path, expected: int) -> dict[str, int]:
+    """Self costs summed over the callgrind profiles in `folder` (one per traced process)."""
+    profiles = list(folder.iterdir())
+    if len(profiles) != expected:
+        raise SystemExit(f"symbol_order: {len(profiles)} callgrind profiles in {folder.name}, expected {expected}")
+    totals: dict[str, int] = defaultdict(int)
+    for profile in profiles:
+        for name, cost in self_costs(profile).items():
+            totals[name] += cost
+    return totals
+
+
 def main() -> int:
     binary = Path(sys.argv[1]).resolve()
     if shutil.which("valgrind") is None:
@@ -139,25 +197,29 @@ def main() -> int:
     listing = subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True, text=True).stdout
     defined = {line.split()[-1] for line in listing.splitlines() if line.strip()}
     if len(defined) < 1000:
-        raise SystemExit("symbol_order: the binary has no symbol table; build with CARGO_PROFILE_RELEASE_STRIP=false")
+        raise SystemExit("symbol_order: the binary has no symbol table; build it with "
+                         "`cargo rustc --release --bin arca -- -C strip=none`")
     procs = c.Processes()
     with tempfile.TemporaryDirectory(prefix="arca-order-") as tmp:
-        out = Path(tmp) / "profiles"
-        out.mkdir()
+        servers, deliverers = Path(tmp) / "server", Path(tmp) / "deliver"
+        servers.mkdir()
+        deliverers.mkdir()
         try:
-            arca = TracedArca(procs, Path(tmp) / "arca", binary, out)
+            arca = TracedArca(procs, Path(tmp) / "arca", binary, servers)
             arca.first_start()
             workload(arca)
+            deliver(arca, procs, binary, Path(tmp), deliverers)
             arca.restart_to_ready()
             c.expect(c.call(arca.port, "GET", "/v1/secret/data/app/1", token=arca.token), (200,), "read after restart")
         finally:
             procs.stop_all()
-        totals: dict[str, int] = defaultdict(int)
-        for profile in out.iterdir():
-            for name, cost in self_costs(profile).items():
-                totals[name] += cost
+        server_costs, deliver_costs = merged(servers, 2), merged(deliverers, 2)
+    # The server's functions first, then those only the agent and the supervisor run: a server
+    # touches one contiguous run of code, and a deliverer that run's shared part and its own.
+    order = sorted(server_costs, key=lambda n: (-server_costs[n], n))
+    order += sorted(set(deliver_costs) - set(server_costs), key=lambda n: (-deliver_costs[n], n))
     # Only the binary's own functions: callgrind also sees the C library's.
-    symbols = [name for name in sorted(totals, key=lambda n: (-totals[n], n)) if name in defined]
+    symbols = [name for name in order if name in defined]
     header = "".join(f"# {line}\n" for line in order_file_stamp())
     ORDER_FILE.write_text(header + "".join(name + "\n" for name in symbols))
     c.log(f"{len(symbols)} functions written to {ORDER_FILE.relative_to(ROOT)}")
